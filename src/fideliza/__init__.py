@@ -1,0 +1,3 @@
+"""Fideliza: an open-source customer-loyalty platform."""
+
+__version__ = "0.1.0"
