@@ -102,8 +102,6 @@ def parse_purchase(raw: Mapping[str, Any], *, program_currency: str) -> Purchase
         parse_item(item, currency, field_prefix=f"items[{index}]")
         for index, item in enumerate(raw_items)
     )
-    if items and sum((i.total for i in items), Decimal(0)) > amount:
-        raise ValidationError("is less than the sum of its items", field="amount")
     assert external_id is not None and member_ref is not None
     return PurchaseInput(
         external_id=external_id,

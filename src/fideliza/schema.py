@@ -1,0 +1,12 @@
+"""Imports every domain's tables so the metadata is complete (for Alembic and tests)."""
+
+from fideliza.db import Base
+from fideliza.events import models as _events  # noqa: F401
+from fideliza.ledger import models as _ledger  # noqa: F401
+from fideliza.members import models as _members  # noqa: F401
+from fideliza.programs import models as _programs  # noqa: F401
+from fideliza.purchases import models as _purchases  # noqa: F401
+from fideliza.rules import models as _rules  # noqa: F401
+from fideliza.tiers import models as _tiers  # noqa: F401
+
+metadata = Base.metadata
