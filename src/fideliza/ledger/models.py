@@ -25,8 +25,10 @@ class Account(Base):
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     kind: Mapped[str] = mapped_column(String(20))
     code: Mapped[str] = mapped_column(String(64))
-    # A cache of the sum of this account's entries, written in the same transaction as them.
-    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A member account caches the sum of its entries, written in the same transaction as them.
+    # System accounts are touched by every transaction of the program: caching their balance
+    # would make their row a lock every writer queues on, so it stays NULL and is summed.
+    balance: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class LedgerTransaction(Base):

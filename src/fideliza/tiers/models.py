@@ -16,7 +16,10 @@ class TierLevelRow(Base):
     """A tier (Bronze, Silver, Gold …): the threshold to reach it and its earning multiplier."""
 
     __tablename__ = "tier_levels"
-    __table_args__ = (UniqueConstraint("program_id", "code"), UniqueConstraint("program_id", "rank"))
+    __table_args__ = (
+        UniqueConstraint("program_id", "code"),
+        UniqueConstraint("program_id", "rank"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))

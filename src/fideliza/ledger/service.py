@@ -1,0 +1,942 @@
+"""Ledger use cases: earn, redeem, hold/capture/release, adjust, transfer, reverse, unlock, expire.
+
+Every function takes the caller's session and never commits: the caller owns the unit of work.
+A member's points change only while their accounts are locked (PostgreSQL: `FOR UPDATE`, in id
+order; SQLite: every transaction holds the write lock from its start), so concurrent writers
+queue instead of both spending the same points.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from fideliza.core.errors import InsufficientPoints, InvalidState, NotFound, ValidationError
+from fideliza.ledger.domain import (
+    MEMBER_ACCOUNT_KINDS,
+    SYSTEM_ACCOUNT_KINDS,
+    AccountKind,
+    AllocationKind,
+    HoldStatus,
+    LotState,
+    OpenLot,
+    TxKind,
+    member_account_code,
+    plan_burn,
+)
+from fideliza.ledger.models import Account, Allocation, Entry, Hold, LedgerTransaction, Lot
+from fideliza.programs.domain import ProgramSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One entry to post: a signed amount on an account, and what caused it."""
+
+    account_id: int
+    amount: int
+    rule_id: int | None = None
+    rule_version: int | None = None
+    tier_code: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A member's points: available to spend, pending (return window) and held (redemptions)."""
+
+    available: int
+    pending: int
+    held: int
+
+    @property
+    def total(self) -> int:
+        return self.available + self.pending + self.held
+
+
+@dataclass(frozen=True, slots=True)
+class EarnLine:
+    """Points to earn and why (a rule and its version, or a tier multiplier, or a reason)."""
+
+    points: int
+    reason: str
+    rule_id: int | None = None
+    rule_version: int | None = None
+    tier_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Earned:
+    transaction_id: int
+    lot_id: int
+    points: int
+    pending: bool
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+def open_system_accounts(db: Session, *, program_id: int) -> None:
+    """Creates the program's issuance, redeemed and expired accounts."""
+    db.execute(
+        insert(Account),
+        [
+            {
+                "program_id": program_id,
+                "member_id": None,
+                "kind": k,
+                "code": k.value,
+                "balance": None,
+            }
+            for k in SYSTEM_ACCOUNT_KINDS
+        ],
+    )
+
+
+def open_member_accounts(db: Session, *, program_id: int, member_ids: Sequence[int]) -> None:
+    """Creates each member's available, pending and held accounts (balance 0)."""
+    if not member_ids:
+        return
+    db.execute(
+        insert(Account),
+        [
+            {
+                "program_id": program_id,
+                "member_id": member_id,
+                "kind": kind.value,
+                "code": member_account_code(member_id, kind),
+                "balance": 0,
+            }
+            for member_id in member_ids
+            for kind in MEMBER_ACCOUNT_KINDS
+        ],
+    )
+
+
+def system_account_ids(db: Session, *, program_id: int) -> dict[AccountKind, int]:
+    """The ids of the program's system accounts (cached on the session)."""
+    cache: dict[int, dict[AccountKind, int]] = db.info.setdefault("system_accounts", {})
+    if program_id not in cache:
+        rows = db.execute(
+            select(Account.kind, Account.id).where(
+                Account.program_id == program_id, Account.member_id.is_(None)
+            )
+        ).all()
+        cache[program_id] = {AccountKind(kind): account_id for kind, account_id in rows}
+    return cache[program_id]
+
+
+def lock_member_accounts(
+    db: Session, *, member_ids: Iterable[int], skip_locked: bool = False
+) -> dict[int, dict[AccountKind, tuple[int, int]]]:
+    """Locks the members' accounts (in id order, so two lockers never deadlock).
+
+    Returns, per member, each account kind's (account id, cached balance) as seen under the lock.
+    With `skip_locked`, members whose accounts another transaction holds are left out.
+    """
+    ids = sorted(set(member_ids))
+    statement = (
+        select(Account.member_id, Account.kind, Account.id, Account.balance)
+        .where(Account.member_id.in_(ids))
+        .order_by(Account.id)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=skip_locked)
+    found: dict[int, dict[AccountKind, tuple[int, int]]] = defaultdict(dict)
+    for member_id, kind, account_id, balance in db.execute(statement):
+        found[member_id][AccountKind(kind)] = (account_id, balance or 0)
+    if not skip_locked:
+        for member_id in ids:
+            if member_id not in found:
+                raise NotFound(f"member {member_id} has no points accounts", field="member_id")
+    return dict(found)
+
+
+def balance(db: Session, *, member_id: int) -> Balance:
+    """A member's cached balances (`check` proves they equal the sum of the entries)."""
+    rows = dict(
+        db.execute(
+            select(Account.kind, Account.balance).where(Account.member_id == member_id)
+        ).all()
+    )
+    if not rows:
+        raise NotFound(f"member {member_id} has no points accounts", field="member_id")
+    return Balance(
+        available=rows.get(AccountKind.AVAILABLE, 0) or 0,
+        pending=rows.get(AccountKind.PENDING, 0) or 0,
+        held=rows.get(AccountKind.HELD, 0) or 0,
+    )
+
+
+# --- posting --------------------------------------------------------------------------------
+
+
+def post(
+    db: Session,
+    *,
+    program_id: int,
+    member_id: int | None,
+    kind: TxKind,
+    lines: Sequence[Line],
+    occurred_at: datetime,
+    now: datetime,
+    reason: str | None = None,
+    source_type: str | None = None,
+    source_ref: str | None = None,
+    issuer: str | None = None,
+    idempotency_key: str | None = None,
+    reverses_id: int | None = None,
+) -> int:
+    """Appends one transaction and its entries, and moves the cached member balances."""
+    if not lines:
+        raise ValueError("a ledger transaction needs at least one entry")
+    if sum(line.amount for line in lines) != 0:
+        raise ValueError(f"entries of a {kind} transaction must sum to zero: {lines}")
+    transaction_id = db.execute(
+        insert(LedgerTransaction).returning(LedgerTransaction.id),
+        {
+            "program_id": program_id,
+            "member_id": member_id,
+            "kind": kind.value,
+            "occurred_at": occurred_at,
+            "recorded_at": now,
+            "reason": reason,
+            "source_type": source_type,
+            "source_ref": source_ref,
+            "issuer": issuer,
+            "idempotency_key": idempotency_key,
+            "reverses_id": reverses_id,
+        },
+    ).scalar_one()
+    db.connection().execute(
+        insert(Entry),
+        [
+            {
+                "transaction_id": transaction_id,
+                "account_id": line.account_id,
+                "amount": line.amount,
+                "rule_id": line.rule_id,
+                "rule_version": line.rule_version,
+                "tier_code": line.tier_code,
+                "detail": line.detail,
+            }
+            for line in lines
+        ],
+    )
+    moves: dict[int, int] = defaultdict(int)
+    for line in lines:
+        moves[line.account_id] += line.amount
+    # Only member accounts cache a balance (system accounts keep NULL: see Account.balance).
+    changed = [{"account": a, "move": m} for a, m in moves.items() if m]
+    if changed:
+        db.connection().execute(
+            update(Account)
+            .where(Account.id == bindparam("account"), Account.balance.is_not(None))
+            .values(balance=Account.balance + bindparam("move")),
+            changed,
+        )
+    return transaction_id
+
+
+def _allocate(
+    db: Session, *, transaction_id: int, takes: Sequence[tuple[int, int]], kind: AllocationKind
+) -> None:
+    """Takes points out of lots (positive) or gives them back (negative), recording each move."""
+    if not takes:
+        return
+    db.connection().execute(
+        insert(Allocation),
+        [
+            {
+                "lot_id": lot_id,
+                "transaction_id": transaction_id,
+                "amount": amount,
+                "kind": kind.value,
+            }
+            for lot_id, amount in takes
+        ],
+    )
+    db.connection().execute(
+        update(Lot)
+        .where(Lot.id == bindparam("lot"))
+        .values(remaining=Lot.remaining - bindparam("take")),
+        [{"lot": lot_id, "take": amount} for lot_id, amount in takes],
+    )
+
+
+def _open_lots(db: Session, *, member_id: int) -> list[OpenLot]:
+    rows = db.execute(
+        select(Lot.id, Lot.remaining, Lot.expires_at, Lot.earned_at).where(
+            Lot.member_id == member_id, Lot.state == LotState.AVAILABLE, Lot.remaining > 0
+        )
+    ).all()
+    return [OpenLot(id=r[0], remaining=r[1], expires_at=r[2], earned_at=r[3]) for r in rows]
+
+
+def _new_lot(
+    db: Session,
+    *,
+    program_id: int,
+    member_id: int,
+    transaction_id: int,
+    points: int,
+    state: LotState,
+    earned_at: datetime,
+    available_at: datetime,
+    expires_at: datetime | None,
+) -> int:
+    return db.execute(
+        insert(Lot).returning(Lot.id),
+        {
+            "program_id": program_id,
+            "member_id": member_id,
+            "earn_transaction_id": transaction_id,
+            "amount": points,
+            "remaining": points,
+            "state": state.value,
+            "earned_at": earned_at,
+            "available_at": available_at,
+            "expires_at": expires_at,
+        },
+    ).scalar_one()
+
+
+def _settle_debt(
+    db: Session, *, lot_id: int, lot_points: int, available_before: int, transaction_id: int
+) -> None:
+    """A negative available balance (a return after spending) is paid back by new points first.
+
+    This keeps the invariant: available balance = sum of open available lots, or, below zero,
+    no open lot at all.
+    """
+    if available_before < 0:
+        _allocate(
+            db,
+            transaction_id=transaction_id,
+            takes=[(lot_id, min(lot_points, -available_before))],
+            kind=AllocationKind.DEBT,
+        )
+
+
+# --- use cases ------------------------------------------------------------------------------
+
+
+def earn(
+    db: Session,
+    *,
+    program_id: int,
+    settings: ProgramSettings,
+    timezone_name: str,
+    member_id: int,
+    lines: Sequence[EarnLine],
+    occurred_at: datetime,
+    now: datetime,
+    source_type: str,
+    source_ref: str,
+    reason: str,
+) -> Earned | None:
+    """Credits earned points as one lot: pending during the return window, then available."""
+    from zoneinfo import ZoneInfo
+
+    points = sum(line.points for line in lines)
+    if points < 0 or any(line.points <= 0 for line in lines):
+        raise ValueError(f"earn lines must be positive: {lines}")
+    if points == 0:
+        return None
+    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
+    available_at = occurred_at + timedelta(days=settings.return_window_days)
+    pending = available_at > now
+    target_kind = AccountKind.PENDING if pending else AccountKind.AVAILABLE
+    target_id = accounts[target_kind][0]
+    issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
+    entries = [
+        Line(
+            account_id=target_id,
+            amount=line.points,
+            rule_id=line.rule_id,
+            rule_version=line.rule_version,
+            tier_code=line.tier_code,
+            detail=line.reason,
+        )
+        for line in lines
+    ]
+    entries.append(Line(account_id=issuance, amount=-points, detail=reason))
+    transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        kind=TxKind.EARN,
+        lines=entries,
+        occurred_at=occurred_at,
+        now=now,
+        reason=reason,
+        source_type=source_type,
+        source_ref=source_ref,
+    )
+    lot_id = _new_lot(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        transaction_id=transaction_id,
+        points=points,
+        state=LotState.PENDING if pending else LotState.AVAILABLE,
+        earned_at=occurred_at,
+        available_at=available_at,
+        expires_at=settings.expiry.expires_at(occurred_at, ZoneInfo(timezone_name)),
+    )
+    if not pending:
+        _settle_debt(
+            db,
+            lot_id=lot_id,
+            lot_points=points,
+            available_before=accounts[AccountKind.AVAILABLE][1],
+            transaction_id=transaction_id,
+        )
+    return Earned(transaction_id=transaction_id, lot_id=lot_id, points=points, pending=pending)
+
+
+def redeem(
+    db: Session,
+    *,
+    program_id: int,
+    member_id: int,
+    points: int,
+    now: datetime,
+    reason: str,
+    source_type: str = "redemption",
+    source_ref: str | None = None,
+    idempotency_key: str | None = None,
+) -> int:
+    """Spends available points at once (first-expiring lots first); returns the transaction id."""
+    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
+    plan = plan_burn(_open_lots(db, member_id=member_id), points)
+    system = system_account_ids(db, program_id=program_id)
+    transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        kind=TxKind.REDEEM,
+        lines=[
+            Line(account_id=accounts[AccountKind.AVAILABLE][0], amount=-points, detail=reason),
+            Line(account_id=system[AccountKind.REDEEMED], amount=points, detail=reason),
+        ],
+        occurred_at=now,
+        now=now,
+        reason=reason,
+        source_type=source_type,
+        source_ref=source_ref,
+        idempotency_key=idempotency_key,
+    )
+    _allocate(db, transaction_id=transaction_id, takes=plan, kind=AllocationKind.REDEEM)
+    return transaction_id
+
+
+def hold(
+    db: Session,
+    *,
+    program_id: int,
+    settings: ProgramSettings,
+    member_id: int,
+    points: int,
+    reference: str,
+    now: datetime,
+    reason: str,
+    ttl: timedelta | None = None,
+) -> Hold:
+    """Reserves points for a redemption: available → held, lots taken now, TTL started."""
+    existing = db.scalar(
+        select(Hold).where(Hold.program_id == program_id, Hold.reference == reference)
+    )
+    if existing is not None:
+        if existing.member_id != member_id or existing.points != points:
+            raise ValidationError(
+                "was already used for another hold", field="reference", code="idempotency_error"
+            )
+        return existing
+    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
+    plan = plan_burn(_open_lots(db, member_id=member_id), points)
+    transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        kind=TxKind.RESERVE,
+        lines=[
+            Line(account_id=accounts[AccountKind.AVAILABLE][0], amount=-points, detail=reason),
+            Line(account_id=accounts[AccountKind.HELD][0], amount=points, detail=reason),
+        ],
+        occurred_at=now,
+        now=now,
+        reason=reason,
+        source_type="hold",
+        source_ref=reference,
+    )
+    _allocate(db, transaction_id=transaction_id, takes=plan, kind=AllocationKind.HOLD)
+    held = Hold(
+        program_id=program_id,
+        member_id=member_id,
+        points=points,
+        status=HoldStatus.HELD.value,
+        reference=reference,
+        reason=reason,
+        hold_transaction_id=transaction_id,
+        created_at=now,
+        expires_at=now + (ttl or timedelta(minutes=settings.hold_ttl_minutes)),
+        detail={"lots": [[lot_id, take] for lot_id, take in plan]},
+    )
+    db.add(held)
+    db.flush()
+    return held
+
+
+def _locked_hold(db: Session, *, program_id: int, hold_id: int) -> Hold:
+    statement = select(Hold).where(Hold.id == hold_id, Hold.program_id == program_id)
+    found = db.scalar(statement)
+    if found is None:
+        raise NotFound(f"hold {hold_id} does not exist", field="hold_id")
+    lock_member_accounts(db, member_ids=[found.member_id])
+    db.refresh(found)  # re-read under the member's lock: another worker may have settled it
+    return found
+
+
+def capture(db: Session, *, program_id: int, hold_id: int, now: datetime) -> Hold:
+    """Turns a hold into a redemption: held → redeemed. Capturing twice is refused."""
+    found = _locked_hold(db, program_id=program_id, hold_id=hold_id)
+    if found.status != HoldStatus.HELD:
+        raise InvalidState(f"hold {hold_id} is {found.status}, not held", field="hold_id")
+    if found.expires_at <= now:
+        raise InvalidState(f"hold {hold_id} expired at {found.expires_at}", field="hold_id")
+    held_account = _member_account(db, member_id=found.member_id, kind=AccountKind.HELD)
+    system = system_account_ids(db, program_id=program_id)
+    found.final_transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=found.member_id,
+        kind=TxKind.CAPTURE,
+        lines=[
+            Line(account_id=held_account, amount=-found.points, detail=found.reason),
+            Line(account_id=system[AccountKind.REDEEMED], amount=found.points, detail=found.reason),
+        ],
+        occurred_at=now,
+        now=now,
+        reason=found.reason,
+        source_type="hold",
+        source_ref=found.reference,
+    )
+    found.status = HoldStatus.CAPTURED.value
+    db.flush()
+    return found
+
+
+def release(
+    db: Session, *, program_id: int, hold_id: int, now: datetime, expired: bool = False
+) -> Hold:
+    """Gives held points back to their lots: held → available. Releasing twice is refused."""
+    found = _locked_hold(db, program_id=program_id, hold_id=hold_id)
+    if found.status != HoldStatus.HELD:
+        raise InvalidState(f"hold {hold_id} is {found.status}, not held", field="hold_id")
+    accounts = lock_member_accounts(db, member_ids=[found.member_id])[found.member_id]
+    reason = f"{'expired' if expired else 'released'} hold {found.reference}"
+    found.final_transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=found.member_id,
+        kind=TxKind.RELEASE,
+        lines=[
+            Line(account_id=accounts[AccountKind.HELD][0], amount=-found.points, detail=reason),
+            Line(account_id=accounts[AccountKind.AVAILABLE][0], amount=found.points, detail=reason),
+        ],
+        occurred_at=now,
+        now=now,
+        reason=reason,
+        source_type="hold",
+        source_ref=found.reference,
+    )
+    taken = db.execute(
+        select(Allocation.lot_id, Allocation.amount).where(
+            Allocation.transaction_id == found.hold_transaction_id
+        )
+    ).all()
+    _allocate(
+        db,
+        transaction_id=found.final_transaction_id,
+        takes=[(lot_id, -amount) for lot_id, amount in taken],
+        kind=AllocationKind.RELEASE,
+    )
+    found.status = (HoldStatus.EXPIRED if expired else HoldStatus.RELEASED).value
+    db.flush()
+    return found
+
+
+def expire_holds(db: Session, *, program_id: int, now: datetime) -> int:
+    """Releases every hold past its TTL; returns how many."""
+    due = db.scalars(
+        select(Hold.id).where(
+            Hold.program_id == program_id,
+            Hold.status == HoldStatus.HELD,
+            Hold.expires_at <= now,
+        )
+    ).all()
+    for hold_id in due:
+        release(db, program_id=program_id, hold_id=hold_id, now=now, expired=True)
+    return len(due)
+
+
+def adjust(
+    db: Session,
+    *,
+    program_id: int,
+    settings: ProgramSettings,
+    timezone_name: str,
+    member_id: int,
+    points: int,
+    issuer: str,
+    reason: str,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> int:
+    """A manual correction by `issuer`: adds a lot, or takes points first-expiring-first."""
+    from zoneinfo import ZoneInfo
+
+    if not issuer.strip():
+        raise ValidationError("is required for a manual adjustment", field="issuer")
+    if not reason.strip():
+        raise ValidationError("is required for a manual adjustment", field="reason")
+    if points == 0:
+        raise ValidationError("must not be zero", field="points")
+    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
+    available_id, available_before = accounts[AccountKind.AVAILABLE]
+    issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
+    plan = plan_burn(_open_lots(db, member_id=member_id), -points) if points < 0 else []
+    transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        kind=TxKind.ADJUST,
+        lines=[
+            Line(account_id=available_id, amount=points, detail=reason),
+            Line(account_id=issuance, amount=-points, detail=reason),
+        ],
+        occurred_at=now,
+        now=now,
+        reason=reason,
+        source_type="manual",
+        issuer=issuer,
+        idempotency_key=idempotency_key,
+    )
+    if points > 0:
+        lot_id = _new_lot(
+            db,
+            program_id=program_id,
+            member_id=member_id,
+            transaction_id=transaction_id,
+            points=points,
+            state=LotState.AVAILABLE,
+            earned_at=now,
+            available_at=now,
+            expires_at=settings.expiry.expires_at(now, ZoneInfo(timezone_name)),
+        )
+        _settle_debt(
+            db,
+            lot_id=lot_id,
+            lot_points=points,
+            available_before=available_before,
+            transaction_id=transaction_id,
+        )
+    else:
+        _allocate(db, transaction_id=transaction_id, takes=plan, kind=AllocationKind.ADJUST)
+    return transaction_id
+
+
+def transfer(
+    db: Session,
+    *,
+    program_id: int,
+    from_member_id: int,
+    to_member_id: int,
+    points: int,
+    reason: str,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> int:
+    """Moves available points between two members of a program; each lot keeps its expiry."""
+    if from_member_id == to_member_id:
+        raise ValidationError("must differ from the sender", field="to_member_id")
+    if points <= 0:
+        raise ValidationError(f"must be positive, got {points}", field="points")
+    accounts = lock_member_accounts(db, member_ids=[from_member_id, to_member_id])
+    lots = _open_lots(db, member_id=from_member_id)
+    plan = plan_burn(lots, points)
+    by_id = {lot.id: lot for lot in lots}
+    to_available_id, to_before = accounts[to_member_id][AccountKind.AVAILABLE]
+    transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=from_member_id,
+        kind=TxKind.TRANSFER,
+        lines=[
+            Line(
+                account_id=accounts[from_member_id][AccountKind.AVAILABLE][0],
+                amount=-points,
+                detail=f"to member {to_member_id}: {reason}",
+            ),
+            Line(
+                account_id=to_available_id,
+                amount=points,
+                detail=f"from member {from_member_id}: {reason}",
+            ),
+        ],
+        occurred_at=now,
+        now=now,
+        reason=reason,
+        source_type="transfer",
+        source_ref=str(to_member_id),
+        idempotency_key=idempotency_key,
+    )
+    _allocate(db, transaction_id=transaction_id, takes=plan, kind=AllocationKind.TRANSFER)
+    debt = max(0, -to_before)
+    for lot_id, take in plan:
+        source = by_id[lot_id]
+        new_lot = _new_lot(
+            db,
+            program_id=program_id,
+            member_id=to_member_id,
+            transaction_id=transaction_id,
+            points=take,
+            state=LotState.AVAILABLE,
+            earned_at=now,
+            available_at=now,
+            expires_at=source.expires_at,
+        )
+        if debt:
+            paid = min(debt, take)
+            _allocate(
+                db, transaction_id=transaction_id, takes=[(new_lot, paid)], kind=AllocationKind.DEBT
+            )
+            debt -= paid
+    return transaction_id
+
+
+def reverse_earning(
+    db: Session,
+    *,
+    program_id: int,
+    settings: ProgramSettings,
+    member_id: int,
+    earn_transaction_id: int,
+    points: int,
+    occurred_at: datetime,
+    now: datetime,
+    reason: str,
+    source_type: str,
+    source_ref: str,
+) -> int | None:
+    """Takes back `points` of an earning (a return): from its own lot first, then from other
+    available lots first-expiring-first, and what was already spent takes the balance below
+    zero (the entry says so) — unless the program forbids it, then only what is left is taken.
+    """
+    if points <= 0:
+        return None
+    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
+    own = db.execute(
+        select(Lot.id, Lot.remaining, Lot.state).where(
+            Lot.earn_transaction_id == earn_transaction_id
+        )
+    ).first()
+    takes_pending: list[tuple[int, int]] = []
+    takes_available: list[tuple[int, int]] = []
+    still = points
+    if own is not None and own.remaining > 0 and own.state != LotState.EXPIRED:
+        take = min(own.remaining, still)
+        (takes_pending if own.state == LotState.PENDING else takes_available).append((own.id, take))
+        still -= take
+    if still:
+        others = [
+            lot for lot in _open_lots(db, member_id=member_id) if own is None or lot.id != own.id
+        ]
+        left = sum(lot.remaining for lot in others)
+        if left:
+            takes_available += plan_burn(others, min(still, left))
+            still -= min(still, left)
+    from_pending = sum(t for _, t in takes_pending)
+    from_available = sum(t for _, t in takes_available)
+    overdraft = still if settings.allow_negative_on_return else 0
+    total = from_pending + from_available + overdraft
+    if total == 0:
+        return None
+    issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
+    lines: list[Line] = []
+    if from_pending:
+        lines.append(Line(accounts[AccountKind.PENDING][0], -from_pending, detail=reason))
+    if from_available + overdraft:
+        detail = reason
+        if overdraft:
+            detail = f"{reason}; {overdraft} of these points were already spent, so the balance goes below zero"
+        lines.append(
+            Line(accounts[AccountKind.AVAILABLE][0], -(from_available + overdraft), detail=detail)
+        )
+    lines.append(Line(issuance, total, detail=reason))
+    transaction_id = post(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        kind=TxKind.REVERSE,
+        lines=lines,
+        occurred_at=occurred_at,
+        now=now,
+        reason=reason,
+        source_type=source_type,
+        source_ref=source_ref,
+        reverses_id=earn_transaction_id,
+    )
+    _allocate(
+        db,
+        transaction_id=transaction_id,
+        takes=takes_pending + takes_available,
+        kind=AllocationKind.REVERSE,
+    )
+    return transaction_id
+
+
+def unlock_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_000) -> int:
+    """Makes pending lots whose return window has closed available; returns how many lots."""
+    due_members = db.scalars(
+        select(Lot.member_id)
+        .where(Lot.program_id == program_id, Lot.state == LotState.PENDING, Lot.available_at <= now)
+        .distinct()
+        .limit(limit)
+    ).all()
+    unlocked = 0
+    for member_id in due_members:
+        locked = lock_member_accounts(db, member_ids=[member_id], skip_locked=True)
+        if member_id not in locked:
+            continue  # another worker or a purchase holds this member; the next run takes it
+        accounts = locked[member_id]
+        lots = db.execute(
+            select(Lot.id, Lot.remaining).where(
+                Lot.member_id == member_id, Lot.state == LotState.PENDING, Lot.available_at <= now
+            )
+        ).all()
+        points = sum(remaining for _, remaining in lots)
+        if points:
+            transaction_id = post(
+                db,
+                program_id=program_id,
+                member_id=member_id,
+                kind=TxKind.UNLOCK,
+                lines=[
+                    Line(accounts[AccountKind.PENDING][0], -points, detail="return window closed"),
+                    Line(accounts[AccountKind.AVAILABLE][0], points, detail="return window closed"),
+                ],
+                occurred_at=now,
+                now=now,
+                reason="return window closed",
+                source_type="job",
+                source_ref="unlock",
+            )
+            debt = max(0, -accounts[AccountKind.AVAILABLE][1])
+            for lot_id, remaining in lots:
+                if debt and remaining:
+                    paid = min(debt, remaining)
+                    _allocate(
+                        db,
+                        transaction_id=transaction_id,
+                        takes=[(lot_id, paid)],
+                        kind=AllocationKind.DEBT,
+                    )
+                    debt -= paid
+        db.execute(
+            update(Lot)
+            .where(Lot.id.in_([lot_id for lot_id, _ in lots]))
+            .values(state=LotState.AVAILABLE.value)
+        )
+        unlocked += len(lots)
+    return unlocked
+
+
+def expire_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_000) -> int:
+    """Expires what is left of each available lot past its expiry, once; returns points expired."""
+    due_members = db.scalars(
+        select(Lot.member_id)
+        .where(
+            Lot.program_id == program_id,
+            Lot.state == LotState.AVAILABLE,
+            Lot.expires_at <= now,
+        )
+        .distinct()
+        .limit(limit)
+    ).all()
+    expired_points = 0
+    expired_account = system_account_ids(db, program_id=program_id)[AccountKind.EXPIRED]
+    for member_id in due_members:
+        locked = lock_member_accounts(db, member_ids=[member_id], skip_locked=True)
+        if member_id not in locked:
+            continue
+        lots = db.execute(
+            select(Lot.id, Lot.remaining).where(
+                Lot.member_id == member_id, Lot.state == LotState.AVAILABLE, Lot.expires_at <= now
+            )
+        ).all()
+        points = sum(remaining for _, remaining in lots)
+        if points:
+            transaction_id = post(
+                db,
+                program_id=program_id,
+                member_id=member_id,
+                kind=TxKind.EXPIRE,
+                lines=[
+                    Line(
+                        locked[member_id][AccountKind.AVAILABLE][0],
+                        -points,
+                        detail="points expired",
+                    ),
+                    Line(expired_account, points, detail="points expired"),
+                ],
+                occurred_at=now,
+                now=now,
+                reason="points expired",
+                source_type="job",
+                source_ref="expire",
+            )
+            _allocate(
+                db,
+                transaction_id=transaction_id,
+                takes=[(lot_id, remaining) for lot_id, remaining in lots if remaining],
+                kind=AllocationKind.EXPIRE,
+            )
+            expired_points += points
+        db.execute(
+            update(Lot)
+            .where(Lot.id.in_([lot_id for lot_id, _ in lots]))
+            .values(state=LotState.EXPIRED.value)
+        )
+    return expired_points
+
+
+def _member_account(db: Session, *, member_id: int, kind: AccountKind) -> int:
+    account_id = db.scalar(
+        select(Account.id).where(Account.member_id == member_id, Account.kind == kind.value)
+    )
+    if account_id is None:
+        raise NotFound(f"member {member_id} has no {kind} account", field="member_id")
+    return account_id
+
+
+def require_funds(available: int, points: int) -> None:
+    """Refuses to spend more than is available (kept for callers that check before planning)."""
+    if points > available:
+        raise InsufficientPoints(
+            f"needs {points} points but only {available} are available", field="points"
+        )
+
+
+def issued_points(db: Session, *, program_id: int) -> int:
+    """Points ever issued (the negated issuance balance), summed from the entries."""
+    issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
+    total = db.scalar(
+        select(func.coalesce(func.sum(Entry.amount), 0)).where(Entry.account_id == issuance)
+    )
+    return -int(total or 0)

@@ -1,0 +1,520 @@
+"""Streams purchases out of CSV or Parquet files in batches, one error per bad row."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+from fideliza.core.errors import ValidationError
+from fideliza.core.money import require_currency, to_money
+from fideliza.purchases.domain import Item, PurchaseInput, parse_purchase
+
+REQUIRED_COLUMNS = ("external_id", "member_id", "occurred_at", "amount")
+OPTIONAL_COLUMNS = ("currency", "channel", "store", "items")
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+# Caches of already validated values keyed by the raw text; cleared when they grow past this.
+_CACHE_LIMIT = 50_000
+# JSON numbers become Decimals, never floats: `"unit_price": 2.50` is exact decimal text.
+_JSON = json.JSONDecoder(parse_float=Decimal)
+_FINGERPRINT_CHUNK = 1 << 20
+
+Row = Sequence[Any]  # the values of COLUMNS, in that order; None or "" means absent
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A row that could not be read: its line, the field in error and the problem."""
+
+    line: int
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Rows `first_line`..`last_line` of a file: the purchases read and the rows in error."""
+
+    first_line: int
+    purchases: list[tuple[int, PurchaseInput]]
+    errors: list[RowError]
+    last_line: int
+
+    @property
+    def rows(self) -> int:
+        """How many data rows this batch covers (what to add to `skip_rows` to resume)."""
+        return self.last_line - self.first_line + 1
+
+
+def read_purchases(
+    path: Path, *, program_currency: str, batch_size: int = 10_000, skip_rows: int = 0
+) -> Iterator[Batch]:
+    """Reads a purchase file (CSV or Parquet, by extension) in batches of `batch_size` rows.
+
+    Lines count as a person counts them: in a CSV the header is line 1 and the first data row
+    line 2; in Parquet the first row is line 1. `skip_rows` skips that many data rows (the sum of
+    `Batch.rows` already processed), to resume an interrupted import. The header is checked
+    before anything else is read: a missing required column raises a ValidationError naming it.
+    """
+    require_currency(program_currency, field="program_currency")
+    if batch_size <= 0:
+        raise ValidationError(f"must be positive, got {batch_size}", field="batch_size")
+    if skip_rows < 0:
+        raise ValidationError(f"must not be negative, got {skip_rows}", field="skip_rows")
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return _read_csv(path, program_currency, batch_size, skip_rows)
+    if name.endswith(PARQUET_SUFFIXES):
+        return _read_parquet(path, program_currency, batch_size, skip_rows)
+    raise ValidationError(
+        f"must end in {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}, got {path.name!r}",
+        field="path",
+    )
+
+
+def file_fingerprint(path: Path) -> str:
+    """Returns the SHA-256 of the file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        while chunk := stream.read(_FINGERPRINT_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- the header -------------------------------------------------------------------------------
+
+
+def _column_positions(header: Sequence[str]) -> list[int | None]:
+    """Maps each of COLUMNS to its position in `header` (None when absent), refusing bad headers."""
+    names = [name.strip() for name in header]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen and name in COLUMNS:
+            raise ValidationError(f"appears twice in the header ({names})", field=name)
+        seen.add(name)
+    missing = [column for column in REQUIRED_COLUMNS if column not in seen]
+    if missing:
+        raise ValidationError(
+            f"is a required column but the header has no {', '.join(missing)} "
+            f"(found: {', '.join(names) or 'nothing'})",
+            field=missing[0],
+        )
+    return [names.index(column) if column in seen else None for column in COLUMNS]
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> IO[str]:
+    # utf-8-sig drops the byte-order mark spreadsheets put in front of the header.
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def _read_csv(path: Path, currency: str, batch_size: int, skip_rows: int) -> Iterator[Batch]:
+    # Open and check the header now, so a bad header fails at the call, before any iteration.
+    stream = _open_text(path)
+    try:
+        reader = csv.reader(stream, strict=True)
+        header = _next_record(reader, line=1)
+        if header is None:
+            raise ValidationError("is empty: it has no header row", field="file")
+        positions = _column_positions(header)
+    except BaseException:
+        stream.close()
+        raise
+    return _csv_batches(stream, reader, positions, len(header), currency, batch_size, skip_rows)
+
+
+def _next_record(reader: Iterator[list[str]], *, line: int) -> list[str] | None:
+    try:
+        return next(reader, None)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            f"cannot be read as CSV at line {line}: {exc}", field="file"
+        ) from None
+
+
+def _csv_batches(
+    stream: IO[str],
+    reader: Iterator[list[str]],
+    positions: list[int | None],
+    width: int,
+    currency: str,
+    batch_size: int,
+    skip_rows: int,
+) -> Iterator[Batch]:
+    with stream:
+        line = 1
+        try:
+            for _ in islice(reader, skip_rows):
+                line += 1
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ValidationError(
+                f"cannot be read as CSV at line {line + 1}: {exc}", field="file"
+            ) from None
+        parser = _Parser(currency)
+        while True:
+            try:
+                records = list(islice(reader, batch_size))
+            except (csv.Error, UnicodeDecodeError) as exc:
+                # The rows of this batch before the bad one are not lost: a resume starts at
+                # `line`, and the file must be fixed first anyway.
+                raise ValidationError(
+                    f"cannot be read as CSV after line {line}: {exc}", field="file"
+                ) from None
+            if not records:
+                return
+            first_line = line + 1
+            yield parser.parse_csv_records(records, positions, width, first_line)
+            line += len(records)
+
+
+# --- Parquet ----------------------------------------------------------------------------------
+
+
+def _read_parquet(path: Path, currency: str, batch_size: int, skip_rows: int) -> Iterator[Batch]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise ValidationError(f"cannot be read as Parquet: {exc}", field="file") from None
+    positions = _column_positions(parquet.schema_arrow.names)
+    return _parquet_batches(parquet, positions, currency, batch_size, skip_rows)
+
+
+def _parquet_batches(
+    parquet: Any, positions: list[int | None], currency: str, batch_size: int, skip_rows: int
+) -> Iterator[Batch]:
+    names = parquet.schema_arrow.names
+    present = [(index, names[p]) for index, p in enumerate(positions) if p is not None]
+    # Skip whole row groups without reading them, then the rest of the skip inside the first.
+    metadata = parquet.metadata
+    groups: list[int] = []
+    to_skip = skip_rows
+    for group in range(metadata.num_row_groups):
+        rows_in_group = metadata.row_group(group).num_rows
+        if not groups and to_skip >= rows_in_group:
+            to_skip -= rows_in_group
+            continue
+        groups.append(group)
+    if not groups:
+        return
+    parser = _Parser(currency)
+    line = skip_rows  # the last line already done; Parquet lines are row index + 1
+    pending: list[list[Any]] = [[] for _ in present]
+    record_batches = parquet.iter_batches(
+        batch_size=batch_size, row_groups=groups, columns=[name for _, name in present]
+    )
+    with parquet:
+        for record_batch in record_batches:
+            if to_skip:
+                dropped = min(to_skip, record_batch.num_rows)
+                record_batch = record_batch.slice(dropped)
+                to_skip -= dropped
+            for values, column in zip(pending, record_batch.columns, strict=True):
+                values.extend(column.to_pylist())
+            while len(pending[0]) >= batch_size:
+                chunk = [values[:batch_size] for values in pending]
+                pending = [values[batch_size:] for values in pending]
+                yield parser.parse_columns(chunk, [i for i, _ in present], line + 1)
+                line += batch_size
+        if pending[0]:
+            yield parser.parse_columns(pending, [i for i, _ in present], line + 1)
+
+
+# --- rows: the reference path -----------------------------------------------------------------
+
+
+def decode_items(value: object) -> object:
+    """Turns an `items` cell (a JSON array text, or a list already) into a list of mappings."""
+    if isinstance(value, str):
+        try:
+            value = _JSON.decode(value)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                f"is not valid JSON ({exc.msg} at character {exc.pos})", field="items"
+            ) from None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, Mapping):
+                raise ValidationError(
+                    f"must be an object with sku, quantity, unit_price, got {item!r}",
+                    field=f"items[{index}]",
+                )
+    return value
+
+
+def row_to_payload(row: Row) -> dict[str, Any]:
+    """Turns the values of one row (in COLUMNS order) into the payload parse_purchase takes."""
+    payload: dict[str, Any] = {}
+    for column, value in zip(COLUMNS, row, strict=True):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue  # an empty cell is an absent field
+        payload[column] = decode_items(value) if column == "items" else value
+    return payload
+
+
+def parse_row_reference(row: Row, *, program_currency: str) -> PurchaseInput:
+    """Validates one row the slow, obviously-right way: payload → parse_purchase."""
+    return parse_purchase(row_to_payload(row), program_currency=program_currency)
+
+
+# --- rows: the fast path ----------------------------------------------------------------------
+
+
+class _Parser:
+    """Reads rows fast, falling back to the reference path for anything out of the ordinary.
+
+    The fast path does the same checks as parse_purchase on the common shapes (text cells, JSON
+    items with string prices, typed Parquet values) and remembers validated amounts, prices and
+    baskets by their text. It returns None whenever a value is unusual or invalid; the reference
+    path then decides, so every error message is the reference path's own.
+    """
+
+    def __init__(self, currency: str) -> None:
+        self.currency = currency
+        self.money: dict[str, Decimal] = {}
+        self.baskets: dict[str, tuple[Item, ...]] = {}
+        self.lines: dict[tuple[str, int, str, str | None], Item] = {}
+
+    def parse_csv_records(
+        self, records: list[list[str]], positions: list[int | None], width: int, first_line: int
+    ) -> Batch:
+        """Parses CSV records (lists of cells; `width` per row) that start at `first_line`."""
+        purchases: list[tuple[int, PurchaseInput]] = []
+        errors: list[RowError] = []
+        pick = _picker(positions, width)
+        fast = self.fast
+        line = first_line - 1
+        for record in records:
+            line += 1
+            if len(record) != width:
+                if record:  # a blank line is no row at all
+                    errors.append(_width_error(record, positions, width, line))
+                continue
+            row = pick(record)
+            purchase = fast(row)
+            if purchase is None:
+                self._slow(row, line, purchases, errors)
+            else:
+                purchases.append((line, purchase))
+        return Batch(first_line, purchases, errors, first_line + len(records) - 1)
+
+    def parse_columns(self, columns: list[list[Any]], indices: list[int], first_line: int) -> Batch:
+        """Parses rows given column-wise (values of COLUMNS[indices[k]] in columns[k])."""
+        count = len(columns[0])
+        full: list[list[Any]] = [[None] * count for _ in COLUMNS]
+        for index, values in zip(indices, columns, strict=True):
+            full[index] = values
+        purchases: list[tuple[int, PurchaseInput]] = []
+        errors: list[RowError] = []
+        fast = self.fast
+        for line, row in enumerate(zip(*full, strict=True), start=first_line):
+            purchase = fast(row)
+            if purchase is None:
+                self._slow(row, line, purchases, errors)
+            else:
+                purchases.append((line, purchase))
+        return Batch(first_line, purchases, errors, first_line + count - 1)
+
+    def _slow(
+        self,
+        row: Row,
+        line: int,
+        purchases: list[tuple[int, PurchaseInput]],
+        errors: list[RowError],
+    ) -> None:
+        try:
+            purchases.append((line, parse_row_reference(row, program_currency=self.currency)))
+        except ValidationError as exc:
+            errors.append(RowError(line, exc.field, exc.message))
+
+    def fast(self, row: Row) -> PurchaseInput | None:
+        """Returns the row's purchase, or None to let the reference path decide."""
+        external_id, member_ref, occurred_at, amount, currency, channel, store, items = row
+        if type(external_id) is not str or type(member_ref) is not str:
+            return None
+        external_id = external_id.strip()
+        member_ref = member_ref.strip()
+        if not external_id or not member_ref:
+            return None
+        if type(occurred_at) is str:
+            try:
+                moment = datetime.fromisoformat(occurred_at.strip().replace("Z", "+00:00"))
+            except ValueError:
+                return None
+        elif type(occurred_at) is datetime:
+            moment = occurred_at
+        else:
+            return None
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            return None
+        if (
+            currency is not None
+            and currency != self.currency
+            and (type(currency) is not str or currency.strip())
+        ):
+            return None
+        if type(amount) is str:
+            total = self.money.get(amount)
+            if total is None:
+                total = self._money(amount)
+        elif type(amount) is Decimal or type(amount) is int:
+            total = self._money(amount)
+        else:
+            return None
+        if total is None:
+            return None
+        if channel is not None:
+            if type(channel) is not str:
+                return None
+            channel = channel.strip() or None
+        if store is not None:
+            if type(store) is not str:
+                return None
+            store = store.strip() or None
+        basket: tuple[Item, ...] | None
+        if items is None:
+            basket = ()
+        elif type(items) is str:
+            basket = self.baskets.get(items)
+            if basket is None:
+                basket = self._basket(items)
+        elif type(items) is list:
+            basket = self._items(items)
+        else:
+            return None
+        if basket is None:
+            return None
+        return PurchaseInput(
+            external_id=external_id,
+            member_ref=member_ref,
+            occurred_at=moment.astimezone(UTC),
+            amount=total,
+            currency=self.currency,
+            channel=channel,
+            store=store,
+            items=basket,
+            attributes={},
+        )
+
+    def _money(self, value: str | int | Decimal) -> Decimal | None:
+        """A non-negative amount of the program's currency, or None; text is remembered."""
+        try:
+            amount = to_money(value, self.currency)
+        except (ValidationError, ArithmeticError):
+            return None
+        if amount < 0:
+            return None
+        if type(value) is str:
+            if len(self.money) >= _CACHE_LIMIT:
+                self.money.clear()
+            self.money[value] = amount
+        return amount
+
+    def _basket(self, text: str) -> tuple[Item, ...] | None:
+        """The items of a JSON array text, or None; remembered by the text."""
+        basket: tuple[Item, ...] = ()
+        if text.strip():
+            try:
+                raw_items = _JSON.decode(text)
+            except ValueError:
+                return None
+            if type(raw_items) is not list:
+                return None
+            parsed = self._items(raw_items)
+            if parsed is None:
+                return None
+            basket = parsed
+        if len(self.baskets) >= _CACHE_LIMIT:
+            self.baskets.clear()
+        self.baskets[text] = basket
+        return basket
+
+    def _items(self, raw_items: list[Any]) -> tuple[Item, ...] | None:
+        basket: list[Item] = []
+        lines = self.lines
+        for raw in raw_items:
+            if type(raw) is not dict:
+                return None
+            sku = raw.get("sku")
+            quantity = raw.get("quantity", 1)
+            unit_price = raw.get("unit_price")
+            category = raw.get("category")
+            # Exact types only: bool is an int, and `True` must not find the item cached for 1.
+            if type(sku) is not str or type(quantity) is not int:
+                return None
+            if category is not None and type(category) is not str:
+                return None
+            if type(unit_price) is str:
+                key = (sku, quantity, unit_price, category)
+                item = lines.get(key)
+                if item is None:
+                    item = self._item(sku, quantity, unit_price, category)
+                    if item is None:
+                        return None
+                    if len(lines) >= _CACHE_LIMIT:
+                        lines.clear()
+                    lines[key] = item
+            elif type(unit_price) is Decimal or type(unit_price) is int:
+                item = self._item(sku, quantity, unit_price, category)
+                if item is None:
+                    return None
+            else:
+                return None
+            basket.append(item)
+        return tuple(basket)
+
+    def _item(
+        self, sku: str, quantity: int, unit_price: str | int | Decimal, category: str | None
+    ) -> Item | None:
+        sku = sku.strip()
+        if not sku or quantity <= 0:
+            return None
+        price = self.money.get(unit_price) if type(unit_price) is str else None
+        if price is None:
+            price = self._money(unit_price)
+            if price is None:
+                return None
+        if category is not None:
+            category = category.strip() or None
+        return Item(sku=sku, quantity=quantity, unit_price=price, category=category)
+
+
+def _width_error(record: list[str], positions: list[int | None], width: int, line: int) -> RowError:
+    size = len(record)
+    if size < width:
+        for column, position in zip(COLUMNS, positions, strict=True):
+            if position is not None and position >= size:
+                return RowError(
+                    line, column, f"is missing: the row has {size} fields, the header {width}"
+                )
+    return RowError(line, None, f"has {size} fields but the header has {width}")
+
+
+def _picker(positions: list[int | None], width: int) -> Callable[[list[str]], Row]:
+    """Returns a function that takes a CSV record's cells in COLUMNS order (None if absent)."""
+    if positions == list(range(len(COLUMNS))):
+        if width == len(COLUMNS):
+            return lambda record: record
+        return lambda record: record[: len(COLUMNS)]
+    if all(p is not None for p in positions):
+        indices = [p for p in positions if p is not None]
+        return lambda record: [record[i] for i in indices]
+    return lambda record: [None if p is None else record[p] for p in positions]
