@@ -141,7 +141,9 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -159,3 +161,32 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def upsert_add(
+    db: Session,
+    table: Any,
+    *,
+    keys: tuple[str, ...],
+    add: tuple[str, ...],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Inserts counter rows, or adds their `add` columns to the rows already there.
+
+    `INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n` on both SQLite and PostgreSQL: the
+    addition happens in the database, so concurrent writers never lose an update.
+    """
+    if not rows:
+        return
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: table.c[name] + statement.excluded[name] for name in add},
+    )
+    # Sorted, so two writers upserting overlapping counters lock them in the same order.
+    ordered = sorted(rows, key=lambda row: tuple(row[k] for k in keys))
+    db.connection().execute(statement, ordered)

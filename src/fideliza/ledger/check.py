@@ -72,12 +72,15 @@ _CHECKS: dict[str, str] = {
 }
 
 
-def check_ledger(db: Session, *, program_id: int | None = None, limit: int = 1000) -> list[Discrepancy]:
+def check_ledger(
+    db: Session, *, program_id: int | None = None, limit: int = 1000
+) -> list[Discrepancy]:
     """Runs every invariant check; returns the differences found (empty when all is well)."""
     found: list[Discrepancy] = []
     for name, sql in _CHECKS.items():
         rows = db.execute(text(sql + f" LIMIT {int(limit)}"), {"program_id": program_id}).all()
         found.extend(
-            Discrepancy(check=name, subject=str(s), expected=int(e), found=int(f)) for s, e, f in rows
+            Discrepancy(check=name, subject=str(s), expected=int(e), found=int(f))
+            for s, e, f in rows
         )
     return found

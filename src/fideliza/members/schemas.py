@@ -57,7 +57,9 @@ class MemberProfile(BaseModel):
     def _consent(cls, value: dict[str, bool] | None) -> dict[str, bool] | None:
         unknown = set(value or {}) - set(CONSENT_CHANNELS)
         if unknown:
-            raise ValueError(f"unknown consent {sorted(unknown)[0]!r} ({', '.join(CONSENT_CHANNELS)})")
+            raise ValueError(
+                f"unknown consent {sorted(unknown)[0]!r} ({', '.join(CONSENT_CHANNELS)})"
+            )
         return value
 
     @field_validator("birthday")

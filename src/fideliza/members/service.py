@@ -24,7 +24,16 @@ from fideliza.members.schemas import MemberCreate, MemberUpdate
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 
-_PROFILE_FIELDS = ("first_name", "last_name", "email", "phone", "birthday", "locale", "consent", "attributes")
+_PROFILE_FIELDS = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "birthday",
+    "locale",
+    "consent",
+    "attributes",
+)
 
 
 def _profile_of(member: Member) -> dict[str, Any]:
@@ -42,7 +51,9 @@ def enrol(
     payload = validate(MemberCreate, data)
     profile = payload.model_dump(include=set(_PROFILE_FIELDS), exclude_none=True)
     existing = db.scalar(
-        select(Member).where(Member.program_id == program.id, Member.external_id == payload.external_id)
+        select(Member).where(
+            Member.program_id == program.id, Member.external_id == payload.external_id
+        )
     )
     if existing is not None:
         if {name: getattr(existing, name) for name in profile} != profile:
@@ -71,7 +82,11 @@ def enrol(
     ledger.open_member_accounts(db, program_id=program.id, member_ids=[member.id])
     issue_card(db, program=program, member=member, now=now)
     programs.audit(
-        db, program_id=program.id, action="fideliza.member.enrolled", subject=member.external_id, now=now
+        db,
+        program_id=program.id,
+        action="fideliza.member.enrolled",
+        subject=member.external_id,
+        now=now,
     )
     programs.publish(
         db,
@@ -95,7 +110,13 @@ def issue_card(
             select(Card.id).where(Card.program_id == program.id, Card.number == candidate)
         )
         if taken is None:
-            card = Card(program_id=program.id, member_id=member.id, number=candidate, status="active", issued_at=now)
+            card = Card(
+                program_id=program.id,
+                member_id=member.id,
+                number=candidate,
+                status="active",
+                issued_at=now,
+            )
             db.add(card)
             db.flush()
             return card
@@ -122,22 +143,35 @@ def find(
     phone: str | None = None,
 ) -> Member:
     """Looks a member up by exactly one of: external id, card number, e-mail, phone."""
-    given = {k: v for k, v in {"external_id": external_id, "card": card, "email": email, "phone": phone}.items() if v}
+    given = {
+        k: v
+        for k, v in {
+            "external_id": external_id,
+            "card": card,
+            "email": email,
+            "phone": phone,
+        }.items()
+        if v
+    }
     if len(given) != 1:
         raise ValidationError("give exactly one of external_id, card, email, phone", field="lookup")
-    (key, value), = given.items()
+    ((key, value),) = given.items()
     statement = select(Member).where(Member.program_id == program_id)
     if key == "card":
         number = normalize_card_number(value)
         if not is_card_number(number):
-            raise ValidationError("is not a valid card number (16 digits, Luhn check)", field="card")
+            raise ValidationError(
+                "is not a valid card number (16 digits, Luhn check)", field="card"
+            )
         statement = statement.join(Card, Card.member_id == Member.id).where(
             Card.number == number, Card.status == "active"
         )
     elif key == "email":
         statement = statement.where(Member.email == value.strip().lower())
     elif key == "phone":
-        statement = statement.where(Member.phone == "".join(ch for ch in value if ch not in " ().-"))
+        statement = statement.where(
+            Member.phone == "".join(ch for ch in value if ch not in " ().-")
+        )
     else:
         statement = statement.where(Member.external_id == value)
     found = db.scalars(statement.limit(2)).all()
@@ -148,24 +182,30 @@ def find(
     return found[0]
 
 
-def ids_by_external_id(db: Session, *, program_id: int, external_ids: Iterable[str]) -> dict[str, int]:
+def ids_by_external_id(
+    db: Session, *, program_id: int, external_ids: Iterable[str]
+) -> dict[str, int]:
     """Maps external ids to member ids (for bulk ingest); unknown ids are simply absent."""
     wanted = list(set(external_ids))
     found: dict[str, int] = {}
     for start in range(0, len(wanted), 5000):
         chunk = wanted[start : start + 5000]
-        found.update(
-            db.execute(
-                select(Member.external_id, Member.id).where(
-                    Member.program_id == program_id, Member.external_id.in_(chunk)
-                )
-            ).tuples()
-        )
+        rows = db.execute(
+            select(Member.external_id, Member.id).where(
+                Member.program_id == program_id, Member.external_id.in_(chunk)
+            )
+        ).all()
+        found.update({external_id: member_id for external_id, member_id in rows})
     return found
 
 
 def update_profile(
-    db: Session, *, program: Program, member: Member, changes: MemberUpdate | dict[str, Any], now: datetime,
+    db: Session,
+    *,
+    program: Program,
+    member: Member,
+    changes: MemberUpdate | dict[str, Any],
+    now: datetime,
     actor: str | None = None,
 ) -> Member:
     """Changes profile fields only (points, tier, status and program are not profile fields)."""
@@ -187,14 +227,22 @@ def update_profile(
 
 
 def change_status(
-    db: Session, *, program: Program, member: Member, status: str, reason: str, now: datetime,
+    db: Session,
+    *,
+    program: Program,
+    member: Member,
+    status: str,
+    reason: str,
+    now: datetime,
     actor: str | None = None,
 ) -> Member:
     """Suspends, reactivates or closes a member (closing is final)."""
     try:
         target = MemberStatus(status)
     except ValueError:
-        raise ValidationError(f"must be one of {[s.value for s in MemberStatus]}", field="status") from None
+        raise ValidationError(
+            f"must be one of {[s.value for s in MemberStatus]}", field="status"
+        ) from None
     current = MemberStatus(member.status)
     if target not in ALLOWED_STATUS_CHANGES[current]:
         raise InvalidState(f"a {current} member cannot become {target}", field="status")

@@ -52,7 +52,14 @@ def create(
     db.add(program)
     db.flush()
     ledger.open_system_accounts(db, program_id=program.id)
-    audit(db, program_id=program.id, action="fideliza.program.created", subject=code, now=now, actor=actor)
+    audit(
+        db,
+        program_id=program.id,
+        action="fideliza.program.created",
+        subject=code,
+        now=now,
+        actor=actor,
+    )
     return program
 
 
@@ -83,7 +90,12 @@ def settings_of(program: Program) -> ProgramSettings:
 
 
 def update_settings(
-    db: Session, *, program: Program, changes: dict[str, Any], now: datetime, actor: str | None = None
+    db: Session,
+    *,
+    program: Program,
+    changes: dict[str, Any],
+    now: datetime,
+    actor: str | None = None,
 ) -> Program:
     """Changes some settings (validated as a whole before anything is written)."""
     merged = {**program.settings, **changes}
@@ -115,11 +127,20 @@ def audit(
     """Writes an audit row in the caller's transaction (dotted action names)."""
     db.execute(
         insert(AuditLog),
-        {"program_id": program_id, "action": action, "subject": subject, "actor": actor, "data": data or {}, "at": now},
+        {
+            "program_id": program_id,
+            "action": action,
+            "subject": subject,
+            "actor": actor,
+            "data": data or {},
+            "at": now,
+        },
     )
 
 
-def publish(db: Session, *, program_id: int, event_type: str, payload: dict[str, Any], now: datetime) -> None:
+def publish(
+    db: Session, *, program_id: int, event_type: str, payload: dict[str, Any], now: datetime
+) -> None:
     """Writes an event to the outbox in the caller's transaction; delivered after commit."""
     db.execute(
         insert(OutboxEvent),

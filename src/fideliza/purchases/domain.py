@@ -71,7 +71,9 @@ def parse_item(raw: Mapping[str, Any], currency: str, *, field_prefix: str) -> I
     if isinstance(quantity, str) and quantity.strip().lstrip("-").isdigit():
         quantity = int(quantity)
     if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise ValidationError(f"must be an integer, got {quantity!r}", field=f"{field_prefix}.quantity")
+        raise ValidationError(
+            f"must be an integer, got {quantity!r}", field=f"{field_prefix}.quantity"
+        )
     if quantity <= 0:
         raise ValidationError(f"must be positive, got {quantity}", field=f"{field_prefix}.quantity")
     unit_price = to_money(raw.get("unit_price"), currency, field=f"{field_prefix}.unit_price")

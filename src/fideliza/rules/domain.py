@@ -35,13 +35,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from itertools import pairwise
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fideliza.core.errors import ValidationError
-from fideliza.core.points import Rounding, round_points
+from fideliza.core.points import Rounding
 from fideliza.purchases.domain import Item
 from fideliza.rules.schemas import (
     WEEKDAYS,
@@ -54,6 +55,14 @@ from fideliza.rules.schemas import (
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
+# The decimal modes of `fideliza.core.points.round_points`, looked up once per action at compile
+# time rather than once per call (a test checks that both round alike).
+_MODES: dict[str, str] = {
+    Rounding.FLOOR: ROUND_FLOOR,
+    Rounding.HALF_UP: ROUND_HALF_UP,
+    Rounding.HALF_EVEN: ROUND_HALF_EVEN,
+    Rounding.CEILING: ROUND_CEILING,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +145,7 @@ class _Action:
     points: int = 0
     per: Decimal = _ONE
     factor_extra: Decimal = _ZERO  # factor − 1
-    rounding: Rounding | None = None
+    mode: str | None = None  # decimal rounding mode; None: the program's
     label: str = ""
 
 
@@ -224,7 +233,7 @@ def _compile_action(action: object) -> _Action:
             _PER_AMOUNT,
             points=action.points,
             per=action.per,
-            rounding=action.rounding,
+            mode=_MODES[action.rounding] if action.rounding else None,
             label=f"{_pts(action.points)} per {action.per}",
         )
     if isinstance(action, PointsPerItem):
@@ -235,7 +244,7 @@ def _compile_action(action: object) -> _Action:
         return _Action(
             _MULTIPLIER,
             factor_extra=action.factor - _ONE,
-            rounding=action.rounding,
+            mode=_MODES[action.rounding] if action.rounding else None,
             label=f"×{action.factor.normalize():f}",
         )
     raise TypeError(f"unknown action {action!r}")  # pragma: no cover - the schema forbids it
@@ -309,11 +318,17 @@ class CompiledRule:
     rule_id: int
     version: int
     definition: RuleDefinition = field(hash=False)
-    # The precomputed predicates and actions; internal to this module.
+    # The precomputed predicates and actions, internal to this module; the activity and the
+    # sort key are copied out of the plan because every evaluation reads them for every rule.
     plan: _Plan = field(init=False, repr=False, compare=False, hash=False)
+    activity: str = field(init=False, repr=False, compare=False, hash=False)
+    sort_key: tuple[int, int, int] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "plan", _compile(self.rule_id, self.version, self.definition))
+        plan = _compile(self.rule_id, self.version, self.definition)
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "activity", plan.activity)
+        object.__setattr__(self, "sort_key", plan.sort_key)
 
 
 def compile_rule(rule_id: int, version: int, definition: RuleDefinition) -> CompiledRule:
@@ -324,16 +339,12 @@ def compile_rule(rule_id: int, version: int, definition: RuleDefinition) -> Comp
 # --- evaluation ---
 
 
-@dataclass(frozen=True, slots=True)
-class _Local:
-    day: date
-    weekday: int
-    minute: int
+_Local = tuple[date, int, int]  # local date, weekday (Monday 0), minute of the day
 
 
 def _localize(occurred_at: datetime, timezone: ZoneInfo) -> _Local:
     local = occurred_at.astimezone(timezone)
-    return _Local(local.date(), local.weekday(), local.hour * 60 + local.minute)
+    return (local.date(), local.weekday(), local.hour * 60 + local.minute)
 
 
 def _attributes_match(
@@ -341,7 +352,11 @@ def _attributes_match(
 ) -> str | None:
     for name, allowed in spec:
         value = values.get(name)
-        if isinstance(value, list | tuple | set | frozenset):
+        kind = type(value)
+        if kind is str or kind is int or kind is bool:  # the common case, without a call
+            if (kind, value) not in allowed:
+                return name
+        elif isinstance(value, list | tuple | set | frozenset):
             if not any(_attribute_key(element) in allowed for element in value):
                 return name
         elif _attribute_key(value) not in allowed:
@@ -376,20 +391,20 @@ def _check(
     if plan.first_purchase is not None and member.is_first_purchase is not plan.first_purchase:
         return "first_purchase", _ZERO, 0
     if local is not None:
-        if plan.weekdays is not None and local.weekday not in plan.weekdays:
+        day, weekday, minute = local
+        if plan.weekdays is not None and weekday not in plan.weekdays:
             return "weekdays", _ZERO, 0
         if plan.window is not None:
             start, end = plan.window
-            minute = local.minute
             inside = start <= minute < end if start < end else minute >= start or minute < end
             if not inside:
                 return "time_window", _ZERO, 0
-        if plan.date_start is not None and local.day < plan.date_start:
+        if plan.date_start is not None and day < plan.date_start:
             return "date_range", _ZERO, 0
-        if plan.date_end is not None and local.day > plan.date_end:
+        if plan.date_end is not None and day > plan.date_end:
             return "date_range", _ZERO, 0
         if plan.birthday is not None and (
-            member.birthday is None or not _is_birthday(member.birthday, local.day, plan.birthday)
+            member.birthday is None or not _is_birthday(member.birthday, day, plan.birthday)
         ):
             return "birthday", _ZERO, 0
     if plan.attributes and _attributes_match(plan.attributes, member.attributes) is not None:
@@ -408,8 +423,18 @@ def _check(
     else:
         amount = _ZERO
         quantity = 0
+        include_all = item_filter.include_all
+        include_skus = item_filter.include_skus
+        include_categories = item_filter.include_categories
+        exclude_skus = item_filter.exclude_skus
+        exclude_categories = item_filter.exclude_categories
         for item in activity.items:
-            if item_filter.matches(item):
+            # _Items.matches, inlined: this loop runs for every line of every basket.
+            sku = item.sku
+            category = item.category
+            if (include_all or sku in include_skus or category in include_categories) and not (
+                sku in exclude_skus or category in exclude_categories
+            ):
                 amount += item.unit_price * item.quantity
                 quantity += item.quantity
         if quantity < item_filter.min_quantity:
@@ -422,7 +447,7 @@ def _check(
 
 
 def _sorted_candidates(rules: Iterable[CompiledRule], kind: str) -> list[CompiledRule]:
-    candidates = [rule for rule in rules if rule.plan.activity == kind]
+    candidates = [rule for rule in rules if rule.activity == kind]
     candidates.sort(key=_sort_key)
     for previous, current in pairwise(candidates):
         if previous.rule_id == current.rule_id:
@@ -431,8 +456,7 @@ def _sorted_candidates(rules: Iterable[CompiledRule], kind: str) -> list[Compile
     return candidates
 
 
-def _sort_key(rule: CompiledRule) -> tuple[int, int, int]:
-    return rule.plan.sort_key
+_sort_key = attrgetter("sort_key")
 
 
 def _local_for(
@@ -483,7 +507,7 @@ def evaluate(
     if not candidates:
         return []
     local = _local_for(candidates, activity, program)
-    default_rounding = program.rounding
+    default_mode = _MODES[program.rounding]
 
     # Phase 1: each matching rule's base points, clipped by its caps.
     matched: list[tuple[CompiledRule, int, list[str], int, str | None]] = []
@@ -498,10 +522,12 @@ def evaluate(
         for action in plan.base_actions:
             if action.kind == _PER_AMOUNT:
                 eligible = amount if amount > 0 else _ZERO
-                points = round_points(
-                    action.points * eligible / action.per, action.rounding or default_rounding
+                points = int(
+                    (action.points * eligible / action.per).to_integral_value(
+                        action.mode or default_mode
+                    )
                 )
-                parts.append(f"{action.label} on {eligible} → {points}")
+                parts.append(f"{action.label} on {eligible!s} → {points}")
             elif action.kind == _PER_ITEM:
                 points = action.points * quantity if quantity > 0 else 0
                 parts.append(f"{action.label} × {quantity} → {points}")
@@ -521,8 +547,10 @@ def evaluate(
         if plan.multipliers:
             extra_wanted = 0
             for action in plan.multipliers:
-                extra = round_points(
-                    action.factor_extra * base_total, action.rounding or default_rounding
+                extra = int(
+                    (action.factor_extra * base_total).to_integral_value(
+                        action.mode or default_mode
+                    )
                 )
                 parts.append(f"{action.label} on {base_total} base → {extra}")
                 extra_wanted += extra if extra > 0 else 0
@@ -545,7 +573,7 @@ def evaluate(
 
     tier_multiplier = member.tier_multiplier
     if member.tier_code is not None and tier_multiplier > _ONE and base_total > 0:
-        extra = round_points((tier_multiplier - _ONE) * base_total, default_rounding)
+        extra = int(((tier_multiplier - _ONE) * base_total).to_integral_value(default_mode))
         if extra > 0:
             factor = f"{tier_multiplier.normalize():f}"
             reason = f"tier {member.tier_code} ×{factor} on {base_total} base → {extra}"

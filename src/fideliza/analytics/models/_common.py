@@ -98,7 +98,7 @@ def compress(x: FloatArray, t_x: FloatArray, T: FloatArray) -> CustomerTable:
         x=index.get_level_values(0).to_numpy(dtype=np.float64),
         t_x=index.get_level_values(1).to_numpy(dtype=np.float64),
         T=index.get_level_values(2).to_numpy(dtype=np.float64),
-        weight=counts.to_numpy(dtype=np.float64),
+        weight=np.asarray(counts.to_numpy(), dtype=np.float64),
         n_customers=int(x.size),
     )
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import digamma, expit, gammaln, hyp2f1
 
 from fideliza.analytics.models._common import (
@@ -75,7 +75,9 @@ def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> BgNbd:
     table = compress(x, t_x, age)
     terms = _Terms.of(table)
     # r = a = b = 1 and α on the data's time scale (r/α ≈ the mean purchase rate).
-    mean_rate = max(float(np.sum(table.weight * table.x)) / float(np.sum(table.weight * table.T)), 1e-6)
+    mean_rate = max(
+        float(np.sum(table.weight * table.x)) / float(np.sum(table.weight * table.T)), 1e-6
+    )
     start = np.array([1.0, 1.0 / mean_rate, 1.0, 1.0])
     optimum = maximize_log_likelihood(
         lambda params: _log_likelihood(params, terms, gradient=True),
@@ -147,7 +149,7 @@ class _Terms:
     x_weight: FloatArray  # customers per distinct frequency
     # rows with x > 0 (the only ones whose likelihood mixes two terms)
     rep_x: FloatArray
-    rep_x_index: FloatArray  # position of each row's x in x_values
+    rep_x_index: NDArray[np.intp]  # position of each row's x in x_values
     rep_t_x: FloatArray
     rep_T: FloatArray
     rep_weight: FloatArray
@@ -236,9 +238,7 @@ def _log_likelihood(
     return float(value), np.array([d_r, d_alpha, d_a, d_b])
 
 
-def _log_odds_dropped(
-    model: BgNbd, x: FloatArray, t_x: FloatArray, age: FloatArray
-) -> FloatArray:
+def _log_odds_dropped(model: BgNbd, x: FloatArray, t_x: FloatArray, age: FloatArray) -> FloatArray:
     """ln[a/(b+x−1) · ((α+T)/(α+t_x))^(r+x)] for x > 0, −∞ for x == 0."""
     repeat = x > 0
     log_ratio = np.log(model.alpha + age) - np.log(model.alpha + t_x)
@@ -247,9 +247,7 @@ def _log_odds_dropped(
     return np.where(repeat, log_odds, -np.inf)
 
 
-def _probability_alive(
-    model: BgNbd, x: FloatArray, t_x: FloatArray, age: FloatArray
-) -> FloatArray:
+def _probability_alive(model: BgNbd, x: FloatArray, t_x: FloatArray, age: FloatArray) -> FloatArray:
     return np.asarray(expit(-_log_odds_dropped(model, x, t_x, age)), dtype=np.float64)
 
 

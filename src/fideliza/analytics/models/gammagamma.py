@@ -49,9 +49,7 @@ class GammaGamma:
             raise ValidationError("must be > 1 for the mean spend to exist", field="q")
         return self.p * self.gamma / (self.q - 1.0)
 
-    def expected_average_spend(
-        self, frequency: ArrayLike, monetary_value: ArrayLike
-    ) -> FloatArray:
+    def expected_average_spend(self, frequency: ArrayLike, monetary_value: ArrayLike) -> FloatArray:
         """E[Z | x, m_x]: a weighted mean of the population mean and the customer's own mean.
 
         Customers with frequency 0 get the population mean; their monetary value is ignored.
@@ -118,9 +116,7 @@ def simulate_gamma_gamma(
     return mean
 
 
-def _check_spend(
-    frequency: ArrayLike, monetary_value: ArrayLike
-) -> tuple[FloatArray, FloatArray]:
+def _check_spend(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[FloatArray, FloatArray]:
     x = check_frequency(frequency)
     m_x = as_float_array(monetary_value, field="monetary_value")
     try:

@@ -152,7 +152,8 @@ def _log_dropout_integral(
     stays small, with the powers kept in log space.
     """
     return _log_difference(
-        _log_antiderivative(r, alpha, s, beta, x, t_x), _log_antiderivative(r, alpha, s, beta, x, age)
+        _log_antiderivative(r, alpha, s, beta, x, t_x),
+        _log_antiderivative(r, alpha, s, beta, x, age),
     )
 
 

@@ -1,0 +1,601 @@
+"""The earning engine for purchases and custom events, one batch at a time.
+
+A single purchase from a till is a batch of one; a file import sends thousands. Both take the
+same path, so they earn exactly the same points: validate and de-duplicate, lock the members,
+evaluate the rules (pure), then write purchases, ledger transactions, entries, lots, counters
+and tier changes with one multi-row statement per table.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.orm import Session
+
+from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, NotFound
+from fideliza.core.hashing import content_hash
+from fideliza.db import upsert_add
+from fideliza.ledger import service as ledger
+from fideliza.ledger.domain import AccountKind, AllocationKind, LotState, TxKind
+from fideliza.ledger.models import Account, Allocation, Entry, LedgerTransaction, Lot
+from fideliza.members.models import Member, MemberMonth
+from fideliza.programs import service as programs
+from fideliza.programs.models import Program
+from fideliza.purchases.domain import PurchaseInput
+from fideliza.purchases.models import Purchase
+from fideliza.rules import service as rules
+from fideliza.rules.domain import Activity, MemberContext, Posting, evaluate
+from fideliza.tiers import service as tiers
+from fideliza.tiers.domain import (
+    TierBasis,
+    TierChange,
+    current_window,
+    upgrade_on_activity,
+    window_metric,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one purchase earned (or, replayed, what it earned the first time)."""
+
+    external_id: str
+    purchase_id: int
+    member_id: int
+    points: int
+    pending: bool
+    transaction_id: int | None
+    postings: tuple[Posting, ...] = ()
+    replayed: bool = False
+    tier_change: TierChange | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """The outcomes of the good purchases and the errors of the bad ones, by position."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    errors: list[tuple[int, FidelizaError]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _MemberState:
+    """A member as the batch sees it, updated in memory as its purchases are processed."""
+
+    member: Member
+    accounts: dict[AccountKind, tuple[int, int]]
+    first_purchase_at: datetime | None
+    tier_code: str | None
+    buckets: dict[date, Decimal]
+
+
+def allocate_ids(db: Session, table: str, count: int) -> list[int]:
+    """Reserves `count` primary keys of `table` for rows about to be inserted in bulk."""
+    if count == 0:
+        return []
+    if db.get_bind().dialect.name == "postgresql":
+        return list(
+            db.execute(
+                text(
+                    f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"
+                ),
+                {"n": count},
+            ).scalars()
+        )
+    # SQLite: this transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody
+    # else can take these ids before we insert them.
+    top = db.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
+    return list(range(top + 1, top + 1 + count))
+
+
+def ingest_purchases(
+    db: Session,
+    *,
+    program: Program,
+    purchases: Sequence[PurchaseInput],
+    now: datetime,
+    collect_errors: bool = False,
+) -> BatchResult:
+    """Records purchases and earns their points; idempotent by external id.
+
+    With `collect_errors`, a bad purchase (unknown member, reused id with other content, a
+    suspended member) is reported with its position and the others are recorded; without it,
+    the first error is raised and nothing is written.
+    """
+    result = BatchResult()
+    settings = programs.settings_of(program)
+    timezone = ZoneInfo(program.timezone)
+    context = rules.program_context(program)
+    compiled = rules.compiled_rules(db, program_id=program.id)
+    capped = set(rules.capped_rule_ids(compiled))
+    ladder = tiers.ladder(db, program=program)
+
+    def fail(position: int, error: FidelizaError) -> None:
+        if not collect_errors:
+            raise error
+        result.errors.append((position, error))
+
+    # 1. Idempotency: an external id seen before replays its first outcome or is refused.
+    hashes = [content_hash(p.content()) for p in purchases]
+    existing = _existing_purchases(
+        db, program_id=program.id, external_ids=[p.external_id for p in purchases]
+    )
+    fresh: list[int] = []
+    seen_in_batch: dict[str, str] = {}
+    for position, (purchase, digest) in enumerate(zip(purchases, hashes, strict=True)):
+        before = existing.get(purchase.external_id) or (
+            (None, seen_in_batch[purchase.external_id])
+            if purchase.external_id in seen_in_batch
+            else None
+        )
+        if before is None:
+            seen_in_batch[purchase.external_id] = digest
+            fresh.append(position)
+            continue
+        if before[1] != digest:
+            fail(
+                position,
+                IdempotencyError(
+                    f"purchase {purchase.external_id!r} was already recorded with other content",
+                    field="external_id",
+                ),
+            )
+        elif before[0] is not None:
+            result.outcomes.append(before[0])
+    # 2. Members: known, active, and locked for the rest of the transaction.
+    member_ids = members_by_ref(
+        db, program_id=program.id, refs={purchases[i].member_ref for i in fresh}
+    )
+    states = _load_members(
+        db,
+        program=program,
+        member_ids=sorted(set(member_ids.values())),
+        ladder=ladder,
+        since=_earliest_window(ladder, [purchases[i] for i in fresh], timezone),
+    )
+    todo: list[int] = []
+    for position in fresh:
+        purchase = purchases[position]
+        member_id = member_ids.get(purchase.member_ref)
+        if member_id is None:
+            fail(
+                position, NotFound(f"no member with id {purchase.member_ref!r}", field="member_id")
+            )
+        elif states[member_id].member.status != "active":
+            fail(
+                position,
+                InvalidState(
+                    f"member {purchase.member_ref!r} is {states[member_id].member.status}",
+                    field="member_id",
+                ),
+            )
+        else:
+            todo.append(position)
+    if not todo:
+        return result
+    # 3. Rule usage counters (caps, budgets) for the members and days in the batch.
+    keys = {
+        position: rules.UsageKeys.at(purchases[position].occurred_at, timezone) for position in todo
+    }
+    counters = rules.load_usage(
+        db,
+        rule_ids=sorted(capped),
+        wanted={(member_ids[purchases[p].member_ref], keys[p]) for p in todo},
+    )
+    # 4. Evaluate and plan every write, in order (a member's earlier purchase in the batch counts).
+    purchase_ids = allocate_ids(db, "purchases", len(todo))
+    planned: list[dict[str, Any]] = []
+    usage_rows: list[tuple[int, int, str, int]] = []
+    month_rows: list[dict[str, Any]] = []
+    earnings: list[
+        tuple[int, list[Posting], PurchaseInput, bool]
+    ] = []  # (slot, postings, purchase, pending)
+    for slot, position in enumerate(todo):
+        purchase = purchases[position]
+        member_id = member_ids[purchase.member_ref]
+        state = states[member_id]
+        is_first = state.first_purchase_at is None
+        activity = Activity(
+            kind="purchase",
+            occurred_at=purchase.occurred_at,
+            amount=purchase.amount,
+            channel=purchase.channel,
+            store=purchase.store,
+            items=purchase.items,
+            attributes=purchase.attributes,
+        )
+        member_context = MemberContext(
+            tier_code=state.tier_code,
+            tier_multiplier=ladder.multiplier(state.tier_code) if ladder else Decimal(1),
+            attributes=state.member.attributes,
+            birthday=state.member.birthday,
+            is_first_purchase=is_first,
+        )
+        usage = rules.usage_view(
+            counters, rule_ids=sorted(capped), member_id=member_id, periods=keys[position]
+        )
+        postings = evaluate(activity, member_context, context, compiled, usage)
+        usage_rows += rules.count_usage(
+            counters, capped=capped, member_id=member_id, periods=keys[position], postings=postings
+        )
+        points = sum(p.points for p in postings)
+        pending = purchase.occurred_at + timedelta(days=settings.return_window_days) > now
+        if is_first:
+            state.first_purchase_at = purchase.occurred_at
+        month = purchase.occurred_at.astimezone(timezone).date().replace(day=1)
+        month_rows.append(
+            {
+                "member_id": member_id,
+                "month": month,
+                "program_id": program.id,
+                "spend": purchase.amount,
+                "points_earned": points,
+                "purchases": 1,
+            }
+        )
+        tier_change = None
+        if ladder is not None:
+            gained = {
+                TierBasis.POINTS: Decimal(points),
+                TierBasis.SPEND: purchase.amount,
+                TierBasis.PURCHASES: Decimal(1),
+            }
+            state.buckets[month] = (
+                state.buckets.get(month, Decimal(0)) + gained[ladder.policy.basis]
+            )
+            local_day = purchase.occurred_at.astimezone(timezone).date()
+            metric = window_metric(
+                ladder.policy, _window_buckets(ladder, state.buckets, local_day), local_day
+            )
+            tier_change = upgrade_on_activity(ladder.levels, state.tier_code, metric)
+            if tier_change is not None:
+                state.tier_code = tier_change.to_code
+        planned.append(
+            {
+                "slot": slot,
+                "position": position,
+                "member_id": member_id,
+                "points": points,
+                "pending": pending,
+                "postings": postings,
+                "tier_change": tier_change,
+                "hash": hashes[position],
+            }
+        )
+        if points:
+            earnings.append((slot, postings, purchase, pending))
+    # 5. Write: ledger first (purchases point at their transactions), then the rest.
+    tx_ids = allocate_ids(db, "ledger_transactions", len(earnings))
+    lot_ids = allocate_ids(db, "point_lots", len(earnings))
+    system = ledger.system_account_ids(db, program_id=program.id)
+    tx_rows: list[dict[str, Any]] = []
+    entry_rows: list[dict[str, Any]] = []
+    lot_rows: list[dict[str, Any]] = []
+    debt_rows: list[dict[str, Any]] = []
+    balance_moves: dict[int, int] = defaultdict(int)
+    tx_of_slot: dict[int, int] = {}
+    for (slot, postings, purchase, pending), tx_id, lot_id in zip(
+        earnings, tx_ids, lot_ids, strict=True
+    ):
+        member_id = planned[slot]["member_id"]
+        state = states[member_id]
+        points = planned[slot]["points"]
+        tx_of_slot[slot] = tx_id
+        target_kind = AccountKind.PENDING if pending else AccountKind.AVAILABLE
+        target = state.accounts[target_kind][0]
+        reason = f"purchase {purchase.external_id}"
+        tx_rows.append(
+            {
+                "id": tx_id,
+                "program_id": program.id,
+                "member_id": member_id,
+                "kind": TxKind.EARN.value,
+                "occurred_at": purchase.occurred_at,
+                "recorded_at": now,
+                "reason": reason,
+                "source_type": "purchase",
+                "source_ref": purchase.external_id,
+                "issuer": None,
+                "idempotency_key": None,
+                "reverses_id": None,
+            }
+        )
+        for posting in postings:
+            entry_rows.append(
+                {
+                    "transaction_id": tx_id,
+                    "account_id": target,
+                    "amount": posting.points,
+                    "rule_id": posting.rule_id,
+                    "rule_version": posting.rule_version,
+                    "tier_code": posting.tier_code,
+                    "detail": posting.reason[:500],
+                }
+            )
+        entry_rows.append(
+            {
+                "transaction_id": tx_id,
+                "account_id": system[AccountKind.ISSUANCE],
+                "amount": -points,
+                "rule_id": None,
+                "rule_version": None,
+                "tier_code": None,
+                "detail": reason,
+            }
+        )
+        balance_moves[target] += points
+        remaining = points
+        if not pending:
+            account_id, available = state.accounts[AccountKind.AVAILABLE]
+            if available < 0:  # pay back what a return took after the points were spent
+                paid = min(points, -available)
+                debt_rows.append(
+                    {
+                        "lot_id": lot_id,
+                        "transaction_id": tx_id,
+                        "amount": paid,
+                        "kind": AllocationKind.DEBT.value,
+                    }
+                )
+                remaining -= paid
+            state.accounts[AccountKind.AVAILABLE] = (account_id, available + points)
+        lot_rows.append(
+            {
+                "id": lot_id,
+                "program_id": program.id,
+                "member_id": member_id,
+                "earn_transaction_id": tx_id,
+                "amount": points,
+                "remaining": remaining,
+                "state": (LotState.PENDING if pending else LotState.AVAILABLE).value,
+                "earned_at": purchase.occurred_at,
+                "available_at": purchase.occurred_at + timedelta(days=settings.return_window_days),
+                "expires_at": settings.expiry.expires_at(purchase.occurred_at, timezone),
+            }
+        )
+    connection = db.connection()
+    if tx_rows:
+        connection.execute(insert(LedgerTransaction), tx_rows)
+        connection.execute(insert(Entry), entry_rows)
+        connection.execute(insert(Lot), lot_rows)
+    if debt_rows:
+        connection.execute(insert(Allocation), debt_rows)
+    purchase_rows = []
+    for plan, purchase_id in zip(planned, purchase_ids, strict=True):
+        purchase = purchases[plan["position"]]
+        purchase_rows.append(
+            {
+                "id": purchase_id,
+                "program_id": program.id,
+                "member_id": plan["member_id"],
+                "external_id": purchase.external_id,
+                "content_hash": plan["hash"],
+                "occurred_at": purchase.occurred_at,
+                "amount": purchase.amount,
+                "currency": purchase.currency,
+                "channel": purchase.channel,
+                "store": purchase.store,
+                "items": [_item_json(i) for i in purchase.items],
+                "points_earned": plan["points"],
+                "points_reversed": 0,
+                "amount_returned": Decimal(0),
+                "earn_transaction_id": tx_of_slot.get(plan["slot"]),
+            }
+        )
+    connection.execute(insert(Purchase), purchase_rows)
+    if balance_moves:
+        connection.execute(
+            update(Account)
+            .where(Account.id == _param("account"))
+            .values(balance=Account.balance + _param("move")),
+            [{"account": a, "move": m} for a, m in sorted(balance_moves.items())],
+        )
+    rules.save_usage(db, usage_rows)
+    upsert_add(
+        db,
+        MemberMonth.__table__,
+        keys=("member_id", "month"),
+        add=("spend", "points_earned", "purchases"),
+        rows=_merge_months(month_rows),
+    )
+    _save_member_changes(
+        db, program=program, states=states, planned=planned, purchases=purchases, now=now
+    )
+    for plan, purchase_id in zip(planned, purchase_ids, strict=True):
+        purchase = purchases[plan["position"]]
+        result.outcomes.append(
+            Outcome(
+                external_id=purchase.external_id,
+                purchase_id=purchase_id,
+                member_id=plan["member_id"],
+                points=plan["points"],
+                pending=plan["pending"] and plan["points"] > 0,
+                transaction_id=tx_of_slot.get(plan["slot"]),
+                postings=tuple(plan["postings"]),
+                tier_change=plan["tier_change"],
+            )
+        )
+    return result
+
+
+def _param(name: str) -> Any:
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def _item_json(item: Any) -> dict[str, Any]:
+    return {
+        "sku": item.sku,
+        "category": item.category,
+        "quantity": item.quantity,
+        "unit_price": str(item.unit_price),
+    }
+
+
+def _merge_months(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[tuple[int, date], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["member_id"], row["month"])
+        if key in merged:
+            into = merged[key]
+            into["spend"] += row["spend"]
+            into["points_earned"] += row["points_earned"]
+            into["purchases"] += row["purchases"]
+        else:
+            merged[key] = dict(row)
+    return list(merged.values())
+
+
+def _window_buckets(
+    ladder: tiers.Ladder, buckets: dict[date, Decimal], day: date
+) -> dict[date, Decimal]:
+    first, last = current_window(ladder.policy, day)
+    return {month: value for month, value in buckets.items() if first <= month <= last}
+
+
+def _earliest_window(
+    ladder: tiers.Ladder | None, purchases: Sequence[PurchaseInput], timezone: ZoneInfo
+) -> date | None:
+    if ladder is None or not purchases:
+        return None
+    earliest = min(p.occurred_at for p in purchases).astimezone(timezone).date()
+    return current_window(ladder.policy, earliest)[0]
+
+
+def _existing_purchases(
+    db: Session, *, program_id: int, external_ids: Sequence[str]
+) -> dict[str, tuple[Outcome, str]]:
+    """Purchases already recorded under these external ids, as their first outcome and hash."""
+    found: dict[str, tuple[Outcome, str]] = {}
+    wanted = sorted(set(external_ids))
+    for start in range(0, len(wanted), 5000):
+        chunk = wanted[start : start + 5000]
+        rows = db.execute(
+            select(
+                Purchase.external_id,
+                Purchase.id,
+                Purchase.member_id,
+                Purchase.points_earned,
+                Purchase.earn_transaction_id,
+                Purchase.content_hash,
+            ).where(Purchase.program_id == program_id, Purchase.external_id.in_(chunk))
+        ).all()
+        for external_id, purchase_id, member_id, points, tx_id, digest in rows:
+            found[external_id] = (
+                Outcome(
+                    external_id=external_id,
+                    purchase_id=purchase_id,
+                    member_id=member_id,
+                    points=points,
+                    pending=False,
+                    transaction_id=tx_id,
+                    replayed=True,
+                ),
+                digest,
+            )
+    return found
+
+
+def members_by_ref(db: Session, *, program_id: int, refs: set[str]) -> dict[str, int]:
+    """Member ids by the external ids a till or a file uses."""
+    from fideliza.members import service as members
+
+    return members.ids_by_external_id(db, program_id=program_id, external_ids=refs)
+
+
+def _load_members(
+    db: Session,
+    *,
+    program: Program,
+    member_ids: list[int],
+    ladder: tiers.Ladder | None,
+    since: date | None,
+) -> dict[int, _MemberState]:
+    """Locks the members' accounts (id order) and loads what the rules and tiers need."""
+    if not member_ids:
+        return {}
+    locked = ledger.lock_member_accounts(db, member_ids=member_ids)
+    states: dict[int, _MemberState] = {}
+    for start in range(0, len(member_ids), 5000):
+        chunk = member_ids[start : start + 5000]
+        for member in db.scalars(select(Member).where(Member.id.in_(chunk))):
+            states[member.id] = _MemberState(
+                member=member,
+                accounts=dict(locked[member.id]),
+                first_purchase_at=member.first_purchase_at,
+                tier_code=member.tier_code,
+                buckets={},
+            )
+        if ladder is not None and since is not None:
+            column = {
+                TierBasis.POINTS: MemberMonth.points_earned,
+                TierBasis.SPEND: MemberMonth.spend,
+                TierBasis.PURCHASES: MemberMonth.purchases,
+            }[ladder.policy.basis]
+            rows = db.execute(
+                select(MemberMonth.member_id, MemberMonth.month, column).where(
+                    MemberMonth.member_id.in_(chunk), MemberMonth.month >= since
+                )
+            ).all()
+            for member_id, month, value in rows:
+                states[member_id].buckets[month] = Decimal(value)
+    return states
+
+
+def _save_member_changes(
+    db: Session,
+    *,
+    program: Program,
+    states: dict[int, _MemberState],
+    planned: list[dict[str, Any]],
+    purchases: Sequence[PurchaseInput],
+    now: datetime,
+) -> None:
+    """Writes first-purchase dates and tier changes (with history) the batch produced."""
+    from fideliza.tiers.models import TierHistory
+
+    for state in states.values():
+        if state.member.first_purchase_at is None and state.first_purchase_at is not None:
+            state.member.first_purchase_at = state.first_purchase_at
+    history: list[dict[str, Any]] = []
+    for plan in planned:
+        change = plan["tier_change"]
+        if change is None:
+            continue
+        purchase = purchases[plan["position"]]
+        state = states[plan["member_id"]]
+        state.member.tier_code = change.to_code
+        state.member.tier_since = purchase.occurred_at
+        state.member.tier_grace_used = 0
+        history.append(
+            {
+                "program_id": program.id,
+                "member_id": plan["member_id"],
+                "from_code": change.from_code,
+                "to_code": change.to_code,
+                "changed_at": purchase.occurred_at,
+                "reason": change.reason[:500],
+            }
+        )
+        programs.publish(
+            db,
+            program_id=program.id,
+            event_type="tier.changed",
+            payload={
+                "member_id": plan["member_id"],
+                "from": change.from_code,
+                "to": change.to_code,
+            },
+            now=now,
+        )
+    if history:
+        db.connection().execute(insert(TierHistory), history)
+    db.flush()

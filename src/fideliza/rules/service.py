@@ -1,0 +1,315 @@
+"""Rule use cases: create and version rules, load them compiled, track usage for caps, dry run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import Session
+
+from fideliza.core.errors import Conflict, NotFound
+from fideliza.db import upsert_add
+from fideliza.programs import service as programs
+from fideliza.programs.models import Program
+from fideliza.rules.domain import (
+    CompiledRule,
+    Posting,
+    ProgramContext,
+    RuleCheck,
+    RuleUsage,
+    compile_rule,
+)
+from fideliza.rules.models import Rule, RuleUsage as RuleUsageRow, RuleVersion
+from fideliza.rules.schemas import RuleDefinition, dump_rule_definition, parse_rule_definition
+
+TOTAL = "total"
+EVERYONE = 0  # member_id of the program-wide budget counter
+
+
+def create(
+    db: Session,
+    *,
+    program: Program,
+    definition: Mapping[str, Any] | str,
+    now: datetime,
+    actor: str | None = None,
+) -> Rule:
+    """Creates a rule at version 1 from its JSON definition (validated first)."""
+    parsed = parse_rule_definition(definition, field_prefix="definition")
+    if db.scalar(select(Rule.id).where(Rule.program_id == program.id, Rule.name == parsed.name)):
+        raise Conflict(f"a rule named {parsed.name!r} already exists", field="definition.name")
+    rule = Rule(
+        program_id=program.id, name=parsed.name, active=True, current_version=1, created_at=now
+    )
+    db.add(rule)
+    db.flush()
+    db.add(
+        RuleVersion(
+            rule_id=rule.id,
+            version=1,
+            definition=dump_rule_definition(parsed),
+            created_at=now,
+            created_by=actor,
+        )
+    )
+    programs.audit(
+        db,
+        program_id=program.id,
+        action="fideliza.rule.created",
+        subject=str(rule.id),
+        now=now,
+        actor=actor,
+        data={"name": parsed.name},
+    )
+    _forget_compiled(db, program.id)
+    db.flush()
+    return rule
+
+
+def update(
+    db: Session,
+    *,
+    program: Program,
+    rule_id: int,
+    definition: Mapping[str, Any] | str,
+    now: datetime,
+    actor: str | None = None,
+) -> Rule:
+    """Saves a new version of a rule; earlier postings keep naming the version they used."""
+    rule = get(db, program_id=program.id, rule_id=rule_id)
+    parsed = parse_rule_definition(definition, field_prefix="definition")
+    rule.current_version += 1
+    rule.name = parsed.name
+    db.add(
+        RuleVersion(
+            rule_id=rule.id,
+            version=rule.current_version,
+            definition=dump_rule_definition(parsed),
+            created_at=now,
+            created_by=actor,
+        )
+    )
+    programs.audit(
+        db,
+        program_id=program.id,
+        action="fideliza.rule.updated",
+        subject=str(rule.id),
+        now=now,
+        actor=actor,
+        data={"version": rule.current_version},
+    )
+    _forget_compiled(db, program.id)
+    db.flush()
+    return rule
+
+
+def set_active(
+    db: Session,
+    *,
+    program: Program,
+    rule_id: int,
+    active: bool,
+    now: datetime,
+    actor: str | None = None,
+) -> Rule:
+    """Switches a rule on or off."""
+    rule = get(db, program_id=program.id, rule_id=rule_id)
+    rule.active = active
+    programs.audit(
+        db,
+        program_id=program.id,
+        action=f"fideliza.rule.{'activated' if active else 'deactivated'}",
+        subject=str(rule.id),
+        now=now,
+        actor=actor,
+    )
+    _forget_compiled(db, program.id)
+    db.flush()
+    return rule
+
+
+def get(db: Session, *, program_id: int, rule_id: int) -> Rule:
+    """Gets a rule of the program by id."""
+    rule = db.get(Rule, rule_id)
+    if rule is None or rule.program_id != program_id:
+        raise NotFound(f"rule {rule_id} does not exist", field="rule_id")
+    return rule
+
+
+def definition_of(db: Session, *, rule_id: int, version: int) -> RuleDefinition:
+    """The definition of one version of a rule."""
+    row = db.get(RuleVersion, (rule_id, version))
+    if row is None:
+        raise NotFound(f"rule {rule_id} has no version {version}", field="version")
+    return parse_rule_definition(row.definition)
+
+
+def list_rules(db: Session, *, program_id: int) -> list[Rule]:
+    """The program's rules, in creation order."""
+    return list(db.scalars(select(Rule).where(Rule.program_id == program_id).order_by(Rule.id)))
+
+
+def compiled_rules(db: Session, *, program_id: int) -> list[CompiledRule]:
+    """The program's active rules at their current version, compiled (cached on the session)."""
+    cache: dict[int, list[CompiledRule]] = db.info.setdefault("compiled_rules", {})
+    if program_id not in cache:
+        rows = db.execute(
+            select(Rule.id, RuleVersion.version, RuleVersion.definition)
+            .join(
+                RuleVersion,
+                (RuleVersion.rule_id == Rule.id) & (RuleVersion.version == Rule.current_version),
+            )
+            .where(Rule.program_id == program_id, Rule.active.is_(True))
+            .order_by(Rule.id)
+        ).all()
+        cache[program_id] = [
+            compile_rule(rule_id, version, parse_rule_definition(definition))
+            for rule_id, version, definition in rows
+        ]
+    return cache[program_id]
+
+
+def _forget_compiled(db: Session, program_id: int) -> None:
+    db.info.get("compiled_rules", {}).pop(program_id, None)
+
+
+def program_context(program: Program) -> ProgramContext:
+    """What the evaluator needs to know of the program."""
+    return ProgramContext(
+        timezone=ZoneInfo(program.timezone), rounding=programs.settings_of(program).rounding
+    )
+
+
+# --- usage (caps and budgets) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKeys:
+    """The counters an activity of a member on a local day touches."""
+
+    day: str
+    month: str
+
+    @classmethod
+    def at(cls, occurred_at: datetime, timezone: ZoneInfo) -> UsageKeys:
+        local = occurred_at.astimezone(timezone).date()
+        return cls(day=local.isoformat(), month=local.isoformat()[:7])
+
+
+def capped_rule_ids(rules: Iterable[CompiledRule]) -> list[int]:
+    """Rules whose caps need counters (others need no usage rows at all)."""
+    return [rule.rule_id for rule in rules if rule.definition.caps is not None]
+
+
+def load_usage(
+    db: Session, *, rule_ids: Sequence[int], wanted: Iterable[tuple[int, UsageKeys]]
+) -> dict[tuple[int, int, str], int]:
+    """Loads the counters for (member, day/month/total) and the budgets; keyed by (rule, member, period)."""
+    if not rule_ids:
+        return {}
+    keys: set[tuple[int, int, str]] = set()
+    for member_id, periods in wanted:
+        for rule_id in rule_ids:
+            keys.update(
+                {
+                    (rule_id, member_id, periods.day),
+                    (rule_id, member_id, periods.month),
+                    (rule_id, member_id, TOTAL),
+                }
+            )
+    keys.update((rule_id, EVERYONE, TOTAL) for rule_id in rule_ids)
+    found: dict[tuple[int, int, str], int] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 2000):
+        chunk = ordered[start : start + 2000]
+        rows = db.execute(
+            select(
+                RuleUsageRow.rule_id,
+                RuleUsageRow.member_id,
+                RuleUsageRow.period,
+                RuleUsageRow.points,
+            ).where(
+                tuple_(RuleUsageRow.rule_id, RuleUsageRow.member_id, RuleUsageRow.period).in_(chunk)
+            )
+        ).all()
+        found.update({(r, m, p): points for r, m, p, points in rows})
+    return found
+
+
+def usage_view(
+    counters: Mapping[tuple[int, int, str], int],
+    *,
+    rule_ids: Sequence[int],
+    member_id: int,
+    periods: UsageKeys,
+) -> dict[int, RuleUsage]:
+    """What each capped rule already gave, as the evaluator wants it."""
+    return {
+        rule_id: RuleUsage(
+            member_day=counters.get((rule_id, member_id, periods.day), 0),
+            member_month=counters.get((rule_id, member_id, periods.month), 0),
+            member_total=counters.get((rule_id, member_id, TOTAL), 0),
+            budget_spent=counters.get((rule_id, EVERYONE, TOTAL), 0),
+        )
+        for rule_id in rule_ids
+    }
+
+
+def count_usage(
+    counters: dict[tuple[int, int, str], int],
+    *,
+    capped: set[int],
+    member_id: int,
+    periods: UsageKeys,
+    postings: Iterable[Posting],
+) -> list[tuple[int, int, str, int]]:
+    """Adds postings of capped rules to the in-memory counters; returns the rows to add in the DB."""
+    added: list[tuple[int, int, str, int]] = []
+    for posting in postings:
+        if posting.rule_id is None or posting.rule_id not in capped:
+            continue
+        for key in (
+            (posting.rule_id, member_id, periods.day),
+            (posting.rule_id, member_id, periods.month),
+            (posting.rule_id, member_id, TOTAL),
+            (posting.rule_id, EVERYONE, TOTAL),
+        ):
+            counters[key] = counters.get(key, 0) + posting.points
+            added.append((*key, posting.points))
+    return added
+
+
+def save_usage(db: Session, rows: Sequence[tuple[int, int, str, int]]) -> None:
+    """Adds to the usage counters (one upsert per distinct counter)."""
+    merged: dict[tuple[int, int, str], int] = {}
+    for rule_id, member_id, period, points in rows:
+        merged[(rule_id, member_id, period)] = merged.get((rule_id, member_id, period), 0) + points
+    upsert_add(
+        db,
+        RuleUsageRow.__table__,
+        keys=("rule_id", "member_id", "period"),
+        add=("points",),
+        rows=[
+            {"rule_id": r, "member_id": m, "period": p, "points": n}
+            for (r, m, p), n in merged.items()
+        ],
+    )
+
+
+def explain_checks(checks: Sequence[RuleCheck]) -> list[dict[str, Any]]:
+    """Rule checks as plain dicts (for the CLI and the API)."""
+    return [
+        {
+            "rule_id": c.rule_id,
+            "version": c.rule_version,
+            "name": c.name,
+            "matched": c.matched,
+            "failed_condition": c.failed_condition,
+            "detail": c.detail,
+        }
+        for c in checks
+    ]
