@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from fideliza.analytics.models import GammaGamma
 from fideliza.analytics.models._common import FloatArray, as_float_array, check_rfm
@@ -66,27 +66,35 @@ def summarize_transactions(
     if not np.all(np.isfinite(amount.to_numpy())):
         raise ValidationError("must be finite numbers", field=amount_column)
 
-    frame = pd.DataFrame({"customer": customer, "day": days, "amount": amount})
-    frame = frame[frame["day"] <= end_day]
-    daily = frame.groupby(["customer", "day"], sort=True, as_index=False)["amount"].sum()
-    by_customer = daily.groupby("customer", sort=True)
-    first_day = by_customer["day"].min()
-    last_day = by_customer["day"].max()
-    frequency = by_customer["day"].count() - 1
-    is_repeat = daily["day"].to_numpy() != first_day.reindex(daily["customer"]).to_numpy()
-    repeat_mean = daily[is_repeat].groupby("customer", sort=True)["amount"].mean()
+    codes, ids = pd.factorize(customer, sort=True)
+    keep = days <= end_day
+    codes, days, amounts = codes[keep], days[keep], amount.to_numpy()[keep]
+    # One sort by (customer, day) and run boundaries: a two-key pandas groupby is ~10x slower.
+    order = np.lexsort((days, codes))
+    codes, days, amounts = codes[order], days[order], amounts[order]
+    day_starts = _run_starts(codes, days)
+    day_codes, day_numbers = codes[day_starts], days[day_starts]
+    day_amounts = np.add.reduceat(amounts, day_starts) if day_starts.size else amounts
 
+    starts = _run_starts(day_codes)
+    ends = np.append(starts[1:], day_codes.size)[: starts.size] - 1
+    frequency = ends - starts
+    repeat_amounts = day_amounts.copy()
+    repeat_amounts[starts] = 0.0  # monetary value is the mean of the repeat purchase days
+    repeat_total = np.add.reduceat(repeat_amounts, starts) if starts.size else repeat_amounts
+    first_day, last_day = day_numbers[starts], day_numbers[ends]
     unit_days = _DAYS_PER_UNIT[time_unit]
-    summary = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "frequency": frequency.astype("int64"),
-            "recency": (last_day - first_day).dt.days / unit_days,
-            "T": (end_day - first_day).dt.days / unit_days,
-            "monetary_value": repeat_mean.reindex(first_day.index, fill_value=0.0),
-        }
+            "frequency": frequency.astype(np.int64),
+            "recency": (last_day - first_day) / unit_days,
+            "T": (end_day - first_day) / unit_days,
+            "monetary_value": np.divide(
+                repeat_total, frequency, out=np.zeros(starts.size), where=frequency > 0
+            ),
+        },
+        index=pd.Index(ids[day_codes[starts]], name=customer_id_column),
     )
-    summary.index.name = customer_id_column
-    return summary.astype({"recency": "float64", "T": "float64", "monetary_value": "float64"})
 
 
 def customer_lifetime_value(
@@ -128,10 +136,20 @@ def customer_lifetime_value(
     return value
 
 
+def _run_starts(*keys: NDArray[np.int64]) -> NDArray[np.intp]:
+    """Positions where any of the (sorted) key arrays changes value, starting with 0."""
+    if keys[0].size == 0:
+        return np.zeros(0, dtype=np.intp)
+    changes = np.zeros(keys[0].size - 1, dtype=bool)
+    for key in keys:
+        changes |= key[1:] != key[:-1]
+    return np.concatenate(([0], np.flatnonzero(changes) + 1))
+
+
 def _days_and_end(
     dates: pd.Series, calibration_end: date | datetime | str | pd.Timestamp, *, field: str
-) -> tuple[pd.Series, pd.Timestamp]:
-    """Returns the transactions' days and the calibration end day, both as naive midnights.
+) -> tuple[NDArray[np.int64], int]:
+    """Returns the transactions' days and the calibration end day as day numbers (epoch days).
 
     Days are counted in the timezone the dates carry; an aware `calibration_end` is first
     converted to it.
@@ -156,4 +174,5 @@ def _days_and_end(
         raise ValidationError(
             "carries a timezone but the transaction dates do not", field="calibration_end"
         )
-    return stamps.dt.normalize(), end.normalize()
+    days = stamps.to_numpy().astype("datetime64[D]").astype(np.int64)
+    return days, int(np.datetime64(end.date(), "D").astype(np.int64))

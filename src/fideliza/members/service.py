@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
@@ -271,3 +271,76 @@ def require_active(member: Member) -> None:
 def active_card(db: Session, *, member_id: int) -> Card | None:
     """The member's current card."""
     return db.scalar(select(Card).where(Card.member_id == member_id, Card.status == "active"))
+
+
+def enrol_many(
+    db: Session, *, program: Program, rows: Iterable[MemberCreate | dict[str, Any]], now: datetime
+) -> int:
+    """Enrols many members in bulk (imports, demo, benchmarks); known external ids are skipped.
+
+    Each member gets the same accounts and card as with `enrol`; the audit trail records one
+    row for the whole batch. Returns how many were enrolled.
+    """
+    from fideliza.purchases.ingest import allocate_ids
+
+    payloads = [
+        validate(MemberCreate, row, prefix=f"rows[{index}]") for index, row in enumerate(rows)
+    ]
+    known = ids_by_external_id(
+        db, program_id=program.id, external_ids=[p.external_id for p in payloads]
+    )
+    fresh: dict[str, MemberCreate] = {}
+    for payload in payloads:
+        if payload.external_id not in known:
+            fresh.setdefault(payload.external_id, payload)
+    if not fresh:
+        return 0
+    ids = allocate_ids(db, "members", len(fresh))
+    db.connection().execute(
+        insert(Member),
+        [
+            {
+                "id": member_id,
+                "program_id": program.id,
+                "external_id": p.external_id,
+                "first_name": p.first_name,
+                "last_name": p.last_name,
+                "email": p.email,
+                "phone": p.phone,
+                "birthday": p.birthday,
+                "locale": p.locale or "es",
+                "consent": p.consent or {},
+                "attributes": p.attributes or {},
+                "status": MemberStatus.ACTIVE.value,
+                "tier_grace_used": 0,
+                "enrolled_at": now,
+            }
+            for member_id, p in zip(ids, fresh.values(), strict=True)
+        ],
+    )
+    ledger.open_member_accounts(db, program_id=program.id, member_ids=ids)
+    taken = set(db.scalars(select(Card.number).where(Card.program_id == program.id)))
+    cards = []
+    for member_id in ids:
+        number = new_card_number()
+        while number in taken:
+            number = new_card_number()
+        taken.add(number)
+        cards.append(
+            {
+                "program_id": program.id,
+                "member_id": member_id,
+                "number": number,
+                "status": "active",
+                "issued_at": now,
+            }
+        )
+    db.connection().execute(insert(Card), cards)
+    programs.audit(
+        db,
+        program_id=program.id,
+        action="fideliza.member.enrolled_in_bulk",
+        subject=f"{len(ids)} members",
+        now=now,
+    )
+    return len(ids)

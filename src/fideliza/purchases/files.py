@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -29,6 +30,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 _CACHE_LIMIT = 50_000
 # JSON numbers become Decimals, never floats: `"unit_price": 2.50` is exact decimal text.
 _JSON = json.JSONDecoder(parse_float=Decimal)
+_JSON_SCAN = _JSON.scan_once
 _FINGERPRINT_CHUNK = 1 << 20
 
 Row = Sequence[Any]  # the values of COLUMNS, in that order; None or "" means absent
@@ -169,19 +171,16 @@ def _csv_batches(
             ) from None
         parser = _Parser(currency)
         while True:
-            try:
-                records = list(islice(reader, batch_size))
-            except (csv.Error, UnicodeDecodeError) as exc:
-                # The rows of this batch before the bad one are not lost: a resume starts at
-                # `line`, and the file must be fixed first anyway.
-                raise ValidationError(
-                    f"cannot be read as CSV after line {line}: {exc}", field="file"
-                ) from None
-            if not records:
+            batch, failure = parser.parse_csv_records(
+                islice(reader, batch_size), positions, width, line + 1
+            )
+            if batch is not None:
+                yield batch  # the rows before an unreadable one are not lost
+                line = batch.last_line
+            if failure is not None:
+                raise failure
+            if batch is None or batch.rows < batch_size:
                 return
-            first_line = line + 1
-            yield parser.parse_csv_records(records, positions, width, first_line)
-            line += len(records)
 
 
 # --- Parquet ----------------------------------------------------------------------------------
@@ -294,27 +293,40 @@ class _Parser:
         self.lines: dict[tuple[str, int, str, str | None], Item] = {}
 
     def parse_csv_records(
-        self, records: list[list[str]], positions: list[int | None], width: int, first_line: int
-    ) -> Batch:
-        """Parses CSV records (lists of cells; `width` per row) that start at `first_line`."""
+        self, records: Iterator[list[str]], positions: list[int | None], width: int, first_line: int
+    ) -> tuple[Batch | None, ValidationError | None]:
+        """Parses CSV records (lists of `width` cells) from `first_line` on.
+
+        Returns the batch (None if there was no record) and the error that stopped the reading
+        (None if the records ran out).
+        """
         purchases: list[tuple[int, PurchaseInput]] = []
         errors: list[RowError] = []
         pick = _picker(positions, width)
         fast = self.fast
         line = first_line - 1
-        for record in records:
-            line += 1
-            if len(record) != width:
-                if record:  # a blank line is no row at all
-                    errors.append(_width_error(record, positions, width, line))
-                continue
-            row = pick(record)
-            purchase = fast(row)
-            if purchase is None:
-                self._slow(row, line, purchases, errors)
-            else:
-                purchases.append((line, purchase))
-        return Batch(first_line, purchases, errors, first_line + len(records) - 1)
+        failure = None
+        # Records are parsed as they are read, so each list of cells is freed at once.
+        try:
+            for record in records:
+                line += 1
+                if len(record) != width:
+                    if record:  # a blank line is no row at all
+                        errors.append(_width_error(record, positions, width, line))
+                    continue
+                row = record if pick is None else pick(record)
+                purchase = fast(row)
+                if purchase is None:
+                    self._slow(row, line, purchases, errors)
+                else:
+                    purchases.append((line, purchase))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            failure = ValidationError(
+                f"cannot be read as CSV at line {line + 1}: {exc}", field="file"
+            )
+        if line < first_line:
+            return None, failure
+        return Batch(first_line, purchases, errors, line), failure
 
     def parse_columns(self, columns: list[list[Any]], indices: list[int], first_line: int) -> Batch:
         """Parses rows given column-wise (values of COLUMNS[indices[k]] in columns[k])."""
@@ -344,6 +356,10 @@ class _Parser:
             purchases.append((line, parse_row_reference(row, program_currency=self.currency)))
         except ValidationError as exc:
             errors.append(RowError(line, exc.field, exc.message))
+        except (ArithmeticError, ValueError) as exc:
+            # parse_purchase lets a few values escape as raw errors (a decimal too large to
+            # quantize, a non-ASCII digit as quantity): still one bad row, never a failed import.
+            errors.append(RowError(line, None, f"cannot be read: {exc.__class__.__name__} {exc}"))
 
     def fast(self, row: Row) -> PurchaseInput | None:
         """Returns the row's purchase, or None to let the reference path decide."""
@@ -359,11 +375,13 @@ class _Parser:
                 moment = datetime.fromisoformat(occurred_at.strip().replace("Z", "+00:00"))
             except ValueError:
                 return None
+            if moment.tzinfo is None:  # parsed offsets are fixed: utcoffset() is never None
+                return None
         elif type(occurred_at) is datetime:
             moment = occurred_at
+            if moment.tzinfo is None or moment.utcoffset() is None:
+                return None
         else:
-            return None
-        if moment.tzinfo is None or moment.utcoffset() is None:
             return None
         if (
             currency is not None
@@ -402,16 +420,16 @@ class _Parser:
             return None
         if basket is None:
             return None
-        return PurchaseInput(
-            external_id=external_id,
-            member_ref=member_ref,
-            occurred_at=moment.astimezone(UTC),
-            amount=total,
-            currency=self.currency,
-            channel=channel,
-            store=store,
-            items=basket,
-            attributes={},
+        return _new_purchase(
+            external_id,
+            member_ref,
+            moment.astimezone(UTC),
+            total,
+            self.currency,
+            channel,
+            store,
+            basket,
+            {},
         )
 
     def _money(self, value: str | int | Decimal) -> Decimal | None:
@@ -433,8 +451,11 @@ class _Parser:
         basket: tuple[Item, ...] = ()
         if text.strip():
             try:
-                raw_items = _JSON.decode(text)
-            except ValueError:
+                # The scanner alone: text with surrounding blanks goes to the reference path.
+                raw_items, end = _JSON_SCAN(text, 0)
+            except (StopIteration, ValueError):
+                return None
+            if end != len(text):
                 return None
             if type(raw_items) is not list:
                 return None
@@ -497,6 +518,47 @@ class _Parser:
         return Item(sku=sku, quantity=quantity, unit_price=price, category=category)
 
 
+def _purchase_factory() -> Callable[..., PurchaseInput]:
+    """Returns a constructor of PurchaseInput taking its fields in order, as fast as it gets.
+
+    A frozen dataclass sets each field through object.__setattr__; filling the slots directly
+    halves the cost of the most numerous object of an import. That is only the same thing while
+    the dataclass's __init__ does nothing else, so anything unexpected gets the real constructor.
+    """
+    fields = dataclasses.fields(PurchaseInput)
+    plain = (
+        dataclasses.is_dataclass(PurchaseInput)
+        and not hasattr(PurchaseInput, "__post_init__")
+        and tuple(f.name for f in fields) == getattr(PurchaseInput, "__slots__", ())
+        and all(f.init and not isinstance(f.type, dataclasses.InitVar) for f in fields)
+        and len(fields) == 9
+    )
+    if not plain:
+        return PurchaseInput
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = (vars(PurchaseInput)[f.name].__set__ for f in fields)
+
+    def make(
+        a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any, i: Any
+    ) -> PurchaseInput:
+        purchase = new(PurchaseInput)
+        s0(purchase, a)
+        s1(purchase, b)
+        s2(purchase, c)
+        s3(purchase, d)
+        s4(purchase, e)
+        s5(purchase, f)
+        s6(purchase, g)
+        s7(purchase, h)
+        s8(purchase, i)
+        return purchase
+
+    return make
+
+
+_new_purchase = _purchase_factory()
+
+
 def _width_error(record: list[str], positions: list[int | None], width: int, line: int) -> RowError:
     size = len(record)
     if size < width:
@@ -508,11 +570,11 @@ def _width_error(record: list[str], positions: list[int | None], width: int, lin
     return RowError(line, None, f"has {size} fields but the header has {width}")
 
 
-def _picker(positions: list[int | None], width: int) -> Callable[[list[str]], Row]:
-    """Returns a function that takes a CSV record's cells in COLUMNS order (None if absent)."""
+def _picker(positions: list[int | None], width: int) -> Callable[[list[str]], Row] | None:
+    """Returns a function that takes a record's cells in COLUMNS order (None: already so)."""
     if positions == list(range(len(COLUMNS))):
         if width == len(COLUMNS):
-            return lambda record: record
+            return None
         return lambda record: record[: len(COLUMNS)]
     if all(p is not None for p in positions):
         indices = [p for p in positions if p is not None]

@@ -69,11 +69,14 @@ class BatchResult:
 class _MemberState:
     """A member as the batch sees it, updated in memory as its purchases are processed."""
 
-    member: Member
+    status: str
+    attributes: dict[str, Any]
+    birthday: date | None
     accounts: dict[AccountKind, tuple[int, int]]
     first_purchase_at: datetime | None
     tier_code: str | None
     buckets: dict[date, Decimal]
+    first_purchase_before: datetime | None = None
 
 
 def allocate_ids(db: Session, table: str, count: int) -> list[int]:
@@ -122,7 +125,17 @@ def ingest_purchases(
             raise error
         result.errors.append((position, error))
 
-    # 1. Idempotency: an external id seen before replays its first outcome or is refused.
+    # 1. Members: known, and locked for the rest of the transaction before anything is read,
+    # so two tills sending the same purchase at once queue here and the second one replays.
+    member_ids = members_by_ref(db, program_id=program.id, refs={p.member_ref for p in purchases})
+    states = _load_members(
+        db,
+        program=program,
+        member_ids=sorted(set(member_ids.values())),
+        ladder=ladder,
+        since=_earliest_window(ladder, purchases, timezone),
+    )
+    # 2. Idempotency: an external id seen before replays its first outcome or is refused.
     hashes = [content_hash(p.content()) for p in purchases]
     existing = _existing_purchases(
         db, program_id=program.id, external_ids=[p.external_id for p in purchases]
@@ -149,17 +162,6 @@ def ingest_purchases(
             )
         elif before[0] is not None:
             result.outcomes.append(before[0])
-    # 2. Members: known, active, and locked for the rest of the transaction.
-    member_ids = members_by_ref(
-        db, program_id=program.id, refs={purchases[i].member_ref for i in fresh}
-    )
-    states = _load_members(
-        db,
-        program=program,
-        member_ids=sorted(set(member_ids.values())),
-        ladder=ladder,
-        since=_earliest_window(ladder, [purchases[i] for i in fresh], timezone),
-    )
     todo: list[int] = []
     for position in fresh:
         purchase = purchases[position]
@@ -168,11 +170,11 @@ def ingest_purchases(
             fail(
                 position, NotFound(f"no member with id {purchase.member_ref!r}", field="member_id")
             )
-        elif states[member_id].member.status != "active":
+        elif states[member_id].status != "active":
             fail(
                 position,
                 InvalidState(
-                    f"member {purchase.member_ref!r} is {states[member_id].member.status}",
+                    f"member {purchase.member_ref!r} is {states[member_id].status}",
                     field="member_id",
                 ),
             )
@@ -214,8 +216,8 @@ def ingest_purchases(
         member_context = MemberContext(
             tier_code=state.tier_code,
             tier_multiplier=ladder.multiplier(state.tier_code) if ladder else Decimal(1),
-            attributes=state.member.attributes,
-            birthday=state.member.birthday,
+            attributes=state.attributes,
+            birthday=state.birthday,
             is_first_purchase=is_first,
         )
         usage = rules.usage_view(
@@ -526,13 +528,26 @@ def _load_members(
     states: dict[int, _MemberState] = {}
     for start in range(0, len(member_ids), 5000):
         chunk = member_ids[start : start + 5000]
-        for member in db.scalars(select(Member).where(Member.id.in_(chunk))):
-            states[member.id] = _MemberState(
-                member=member,
-                accounts=dict(locked[member.id]),
-                first_purchase_at=member.first_purchase_at,
-                tier_code=member.tier_code,
+        rows = db.execute(
+            select(
+                Member.id,
+                Member.status,
+                Member.attributes,
+                Member.birthday,
+                Member.first_purchase_at,
+                Member.tier_code,
+            ).where(Member.id.in_(chunk))
+        ).all()
+        for member_id, status, attributes, birthday, first_purchase_at, tier_code in rows:
+            states[member_id] = _MemberState(
+                status=status,
+                attributes=attributes or {},
+                birthday=birthday,
+                accounts=dict(locked[member_id]),
+                first_purchase_at=first_purchase_at,
+                tier_code=tier_code,
                 buckets={},
+                first_purchase_before=first_purchase_at,
             )
         if ladder is not None and since is not None:
             column = {
@@ -540,12 +555,12 @@ def _load_members(
                 TierBasis.SPEND: MemberMonth.spend,
                 TierBasis.PURCHASES: MemberMonth.purchases,
             }[ladder.policy.basis]
-            rows = db.execute(
+            bucket_rows = db.execute(
                 select(MemberMonth.member_id, MemberMonth.month, column).where(
                     MemberMonth.member_id.in_(chunk), MemberMonth.month >= since
                 )
             ).all()
-            for member_id, month, value in rows:
+            for member_id, month, value in bucket_rows:
                 states[member_id].buckets[month] = Decimal(value)
     return states
 
@@ -559,43 +574,67 @@ def _save_member_changes(
     purchases: Sequence[PurchaseInput],
     now: datetime,
 ) -> None:
-    """Writes first-purchase dates and tier changes (with history) the batch produced."""
+    """Writes first-purchase dates and tier changes (with history and events) in bulk."""
+    from fideliza.programs.models import OutboxEvent
     from fideliza.tiers.models import TierHistory
 
-    for state in states.values():
-        if state.member.first_purchase_at is None and state.first_purchase_at is not None:
-            state.member.first_purchase_at = state.first_purchase_at
+    connection = db.connection()
+    firsts = [
+        {"member": member_id, "first": state.first_purchase_at}
+        for member_id, state in states.items()
+        if state.first_purchase_before is None and state.first_purchase_at is not None
+    ]
+    if firsts:
+        connection.execute(
+            update(Member)
+            .where(Member.id == _param("member"))
+            .values(first_purchase_at=_param("first")),
+            firsts,
+        )
     history: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    latest: dict[int, dict[str, Any]] = {}
     for plan in planned:
         change = plan["tier_change"]
         if change is None:
             continue
         purchase = purchases[plan["position"]]
-        state = states[plan["member_id"]]
-        state.member.tier_code = change.to_code
-        state.member.tier_since = purchase.occurred_at
-        state.member.tier_grace_used = 0
+        member_id = plan["member_id"]
+        latest[member_id] = {
+            "member": member_id,
+            "code": change.to_code,
+            "since": purchase.occurred_at,
+        }
         history.append(
             {
                 "program_id": program.id,
-                "member_id": plan["member_id"],
+                "member_id": member_id,
                 "from_code": change.from_code,
                 "to_code": change.to_code,
                 "changed_at": purchase.occurred_at,
                 "reason": change.reason[:500],
             }
         )
-        programs.publish(
-            db,
-            program_id=program.id,
-            event_type="tier.changed",
-            payload={
-                "member_id": plan["member_id"],
-                "from": change.from_code,
-                "to": change.to_code,
-            },
-            now=now,
+        events.append(
+            {
+                "program_id": program.id,
+                "event_type": "tier.changed",
+                "created_at": now,
+                "dispatched_at": None,
+                "payload": {"member_id": member_id, "from": change.from_code, "to": change.to_code},
+            }
         )
-    if history:
-        db.connection().execute(insert(TierHistory), history)
-    db.flush()
+    if latest:
+        connection.execute(
+            update(Member)
+            .where(Member.id == _param("member"))
+            .values(tier_code=_param("code"), tier_since=_param("since"), tier_grace_used=0),
+            list(latest.values()),
+        )
+        connection.execute(insert(TierHistory), history)
+        connection.execute(insert(OutboxEvent), events)
+    # Members loaded as objects elsewhere in this session must not keep stale tiers or dates.
+    changed = {row["member"] for row in firsts} | set(latest)
+    for instance in list(db.identity_map.values()):
+        if isinstance(instance, Member) and instance.id in changed:
+            db.expire(instance)

@@ -1,0 +1,428 @@
+"""The `fideliza` command: set up, load data, run jobs, inspect members and the ledger."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from fideliza.config import get_settings
+from fideliza.core.clock import parse_timestamp
+from fideliza.core.errors import FidelizaError
+from fideliza.db import make_engine, make_session_factory, unit_of_work
+
+app = typer.Typer(no_args_is_help=True, help="Fideliza: loyalty points, rules, tiers and insight.")
+db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+import_app = typer.Typer(no_args_is_help=True, help="Bulk imports.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs.")
+member_app = typer.Typer(no_args_is_help=True, help="Members.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The points ledger.")
+program_app = typer.Typer(no_args_is_help=True, help="Programs, rules and tiers.")
+app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(member_app, name="member")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(program_app, name="program")
+
+console = Console()
+errors = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
+]
+ProgramOption = Annotated[
+    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
+]
+NowOption = Annotated[
+    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
+]
+
+
+def _url(database_url: str | None) -> str:
+    return database_url or get_settings().database_url
+
+
+def _factory(database_url: str | None) -> sessionmaker[Session]:
+    return make_session_factory(make_engine(_url(database_url)))
+
+
+def _now(raw: str | None) -> datetime:
+    return parse_timestamp(raw, field="--now") if raw else datetime.now(UTC)
+
+
+def _program_code(factory: sessionmaker[Session], code: str | None) -> str:
+    if code:
+        return code
+    from fideliza.programs import service as programs
+
+    with factory() as db:
+        found = programs.list_all(db)
+    if len(found) != 1:
+        names = ", ".join(p.code for p in found) or "none yet"
+        raise FidelizaError(
+            f"choose a program with --program (programs: {names})", field="--program"
+        )
+    return found[0].code
+
+
+def _fail(error: FidelizaError) -> None:
+    field = f"[bold]{error.field}[/bold]: " if error.field else ""
+    errors.print(f"[red]error[/red] ({error.code}) {field}{error.message}")
+    raise typer.Exit(2)
+
+
+def _run(work: Any) -> Any:
+    try:
+        return work()
+    except FidelizaError as error:
+        _fail(error)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseOption = None) -> None:
+    """Creates or migrates the schema to the latest version."""
+    from fideliza.migrations import current, upgrade
+
+    url = _url(database_url)
+    upgrade(url)
+    console.print(
+        f"schema at revision [bold]{current(url)}[/bold] ({make_engine(url).url.render_as_string()})"
+    )
+
+
+@app.command()
+def init(
+    database_url: DatabaseOption = None,
+    code: Annotated[str, typer.Option(help="Program code.")] = "main",
+    name: Annotated[str, typer.Option(help="Program name.")] = "My loyalty program",
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency.")] = "EUR",
+    timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "Europe/Madrid",
+    points_name: Annotated[str, typer.Option(help="What the points are called.")] = "points",
+) -> None:
+    """Creates the database (migrations) and a first program."""
+    from fideliza.migrations import upgrade
+    from fideliza.programs import service as programs
+
+    upgrade(_url(database_url))
+    factory = _factory(database_url)
+
+    def work() -> None:
+        with unit_of_work(factory) as db:
+            program = programs.create(
+                db,
+                code=code,
+                name=name,
+                currency=currency,
+                timezone=timezone,
+                points_name=points_name,
+                now=datetime.now(UTC),
+            )
+            console.print(f"program [bold]{program.code}[/bold] created ({currency}, {timezone})")
+
+    _run(work)
+
+
+@program_app.command("list")
+def program_list(database_url: DatabaseOption = None) -> None:
+    """Lists the programs."""
+    from fideliza.programs import service as programs
+
+    with _factory(database_url)() as db:
+        table = Table("code", "name", "currency", "timezone", "settings")
+        for p in programs.list_all(db):
+            table.add_row(p.code, p.name, p.currency, p.timezone, json.dumps(p.settings))
+        console.print(table)
+
+
+@program_app.command("rule")
+def program_rule(
+    file: Annotated[
+        Path, typer.Argument(help="A rule definition (JSON).", exists=True, dir_okay=False)
+    ],
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+) -> None:
+    """Adds an earning rule from a JSON file (validated; errors name the field)."""
+    from fideliza.programs import service as programs
+    from fideliza.rules import service as rules
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        with unit_of_work(factory) as db:
+            found = programs.get_by_code(db, code=_program_code(factory, program))
+            rule = rules.create(
+                db, program=found, definition=file.read_text(), now=datetime.now(UTC)
+            )
+            console.print(f"rule [bold]{rule.name}[/bold] created (id {rule.id}, version 1)")
+
+    _run(work)
+
+
+@program_app.command("tiers")
+def program_tiers(
+    file: Annotated[
+        Path, typer.Argument(help="Tier levels and policy (JSON).", exists=True, dir_okay=False)
+    ],
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+) -> None:
+    """Sets the tier ladder and policy from a JSON file."""
+    from fideliza.programs import service as programs
+    from fideliza.tiers import service as tiers
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        with unit_of_work(factory) as db:
+            found = programs.get_by_code(db, code=_program_code(factory, program))
+            config = tiers.configure(
+                db, program=found, config=file.read_text(), now=datetime.now(UTC)
+            )
+            console.print(f"{len(config.levels)} tiers set")
+
+    _run(work)
+
+
+@import_app.command("purchases")
+def import_purchases(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file.", exists=True, dir_okay=False)],
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    batch_size: Annotated[int, typer.Option(help="Purchases per transaction.")] = 5000,
+    now: NowOption = None,
+) -> None:
+    """Imports purchases (streaming; resumable: run it again after a crash, nothing doubles)."""
+    from fideliza.purchases.importer import import_purchases as run_import
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        code = _program_code(factory, program)
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=errors,
+        ) as bar:
+            task = bar.add_task("rows", total=None)
+            report = run_import(
+                factory,
+                program_code=code,
+                path=file,
+                now=_now(now),
+                batch_size=batch_size,
+                progress=lambda rows: bar.advance(task, rows),
+            )
+        if report.resumed_from:
+            console.print(f"resumed after row {report.resumed_from}")
+        console.print(
+            f"{report.rows_read} rows read: {report.recorded} purchases recorded "
+            f"({report.points} points), {report.replayed} already there, {len(report.errors)} bad rows"
+        )
+        for error in report.errors[:50]:
+            console.print(f"  line {error.line}: {error.field or '-'}: {error.message}")
+        if len(report.errors) > 50:
+            console.print(f"  … and {len(report.errors) - 50} more")
+        if report.errors:
+            raise typer.Exit(1)
+
+    _run(work)
+
+
+@jobs_app.command("run")
+def jobs_run(
+    database_url: DatabaseOption = None, program: ProgramOption = None, now: NowOption = None
+) -> None:
+    """Unlocks pending points, releases stale holds, expires lots, reviews tiers (safe twice)."""
+    from fideliza.jobs.service import run_jobs
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        report = run_jobs(factory, program_code=_program_code(factory, program), now=_now(now))
+        console.print_json(json.dumps(report.as_dict()))
+
+    _run(work)
+
+
+@member_app.command("show")
+def member_show(
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    external_id: Annotated[
+        str | None, typer.Option("--id", help="The business's member id.")
+    ] = None,
+    card: Annotated[str | None, typer.Option(help="Card number.")] = None,
+    email: Annotated[str | None, typer.Option(help="E-mail.")] = None,
+    phone: Annotated[str | None, typer.Option(help="Phone.")] = None,
+    history: Annotated[int, typer.Option(help="How many ledger lines to show.")] = 15,
+) -> None:
+    """Shows a member: profile, card, balances, tier and the latest points with their why."""
+    from fideliza.ledger import service as ledger
+    from fideliza.ledger.history import member_history
+    from fideliza.members import service as members
+    from fideliza.members.domain import qr_payload
+    from fideliza.programs import service as programs
+    from fideliza.tiers import service as tiers
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        with factory() as db:
+            found = programs.get_by_code(db, code=_program_code(factory, program))
+            member = members.find(
+                db,
+                program_id=found.id,
+                external_id=external_id,
+                card=card,
+                email=email,
+                phone=phone,
+            )
+            card_row = members.active_card(db, member_id=member.id)
+            balance = ledger.balance(db, member_id=member.id)
+            status = tiers.status(db, program=found, member=member, now=datetime.now(UTC))
+            console.print(
+                f"[bold]{member.first_name or ''} {member.last_name or ''}[/bold] ({member.external_id})"
+            )
+            console.print(
+                f"status {member.status}; enrolled {member.enrolled_at:%Y-%m-%d}; e-mail {member.email}"
+            )
+            if card_row:
+                console.print(
+                    f"card {card_row.number}  QR {qr_payload(found.code, card_row.number)}"
+                )
+            console.print(
+                f"{found.points_name}: [bold]{balance.available}[/bold] available, "
+                f"{balance.pending} pending, {balance.held} held"
+            )
+            if status is not None:
+                following = f"; {status.missing} to {status.next_code}" if status.next_code else ""
+                console.print(f"tier {status.code or '-'} (metric {status.metric}{following})")
+            table = Table("when", "kind", "points", "why")
+            for line in member_history(db, member_id=member.id, limit=history):
+                table.add_row(
+                    f"{line.occurred_at:%Y-%m-%d %H:%M}", line.kind, f"{line.points:+d}", line.why
+                )
+            console.print(table)
+
+    _run(work)
+
+
+@ledger_app.command("check")
+def ledger_check(database_url: DatabaseOption = None, program: ProgramOption = None) -> None:
+    """Recomputes every balance from the entries; exit status 1 if anything differs."""
+    from fideliza.ledger.check import check_ledger
+    from fideliza.programs import service as programs
+
+    factory = _factory(database_url)
+    with factory() as db:
+        program_id = programs.get_by_code(db, code=program).id if program else None
+        found = check_ledger(db, program_id=program_id)
+    for discrepancy in found:
+        console.print(f"[red]✗[/red] {discrepancy}")
+    if found:
+        console.print(f"[red]{len(found)} difference(s)[/red]")
+        raise typer.Exit(1)
+    console.print("[green]✓[/green] ledger consistent: every balance equals the sum of its entries")
+
+
+@app.command("dry-run")
+def dry_run(
+    file: Annotated[Path, typer.Argument(help="A purchase (JSON).", exists=True, dir_okay=False)],
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    member: Annotated[
+        str | None, typer.Option(help="Evaluate as this member (external id).")
+    ] = None,
+) -> None:
+    """What would this basket earn, and why (nothing is written)."""
+    from fideliza.members import service as members
+    from fideliza.programs import service as programs
+    from fideliza.purchases import service as purchases
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        with factory() as db:
+            found = programs.get_by_code(db, code=_program_code(factory, program))
+            who = members.find(db, program_id=found.id, external_id=member) if member else None
+            result = purchases.dry_run(
+                db, program=found, data=json.loads(file.read_text()), member=who
+            )
+            console.print(f"[bold]{result.points}[/bold] {found.points_name}")
+            for posting in result.postings:
+                console.print(f"  {posting.points:+d}  {posting.reason}")
+            for check in result.checks:
+                mark = "[green]✓[/green]" if check.matched else "[dim]✗[/dim]"
+                console.print(f"  {mark} {check.name} v{check.rule_version}: {check.detail}")
+
+    _run(work)
+
+
+@app.command()
+def demo(
+    database_url: DatabaseOption = None,
+    members: Annotated[int, typer.Option(help="How many members.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the API afterwards.")
+    ] = False,
+) -> None:
+    """Loads a realistic demo program (~2 years of purchases) and prints what it made."""
+    from fideliza.demo.loader import load_demo
+
+    url = _url(database_url)
+
+    def work() -> None:
+        summary = load_demo(url, member_count=members, seed=seed, console=errors)
+        console.print_json(json.dumps(summary))
+
+    _run(work)
+    if serve:
+        serve_command(database_url=url)
+
+
+@app.command("serve")
+def serve_command(
+    database_url: DatabaseOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serves the HTTP API with uvicorn."""
+    import os
+
+    import uvicorn
+
+    settings = get_settings()
+    if database_url:
+        os.environ["FIDELIZA_DATABASE_URL"] = database_url
+    host, port = host or settings.host, port or settings.port
+    console.print(f"serving on http://{host}:{port}  (docs at /docs; Ctrl+C to stop)")
+    uvicorn.run(
+        "fideliza.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or settings.workers,
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    try:
+        app()
+    except FidelizaError as error:
+        errors.print(f"error: {error}")
+        sys.exit(2)

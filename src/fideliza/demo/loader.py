@@ -1,0 +1,264 @@
+"""`fideliza demo`: a café chain's program with ~2 years of members, purchases and returns.
+
+It goes through the same services as real traffic (rules, tiers, the batch engine, returns,
+redemptions, jobs), so the demo also shows the engine at work, and ends with a ledger check.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from fideliza.core.errors import FidelizaError, InsufficientPoints
+from fideliza.db import make_engine, make_session_factory, unit_of_work
+from fideliza.demo.generator import (
+    PROGRAM_TIMEZONE,
+    generate_members,
+    generate_purchases,
+    generate_returns,
+)
+from fideliza.jobs.service import run_jobs
+from fideliza.ledger import service as ledger
+from fideliza.ledger.check import check_ledger
+from fideliza.ledger.models import Account, Entry
+from fideliza.members import service as members
+from fideliza.members.models import Member
+from fideliza.migrations import upgrade
+from fideliza.programs import service as programs
+from fideliza.programs.models import Program
+from fideliza.purchases import service as purchases
+from fideliza.purchases.ingest import ingest_purchases
+from fideliza.rules import service as rules
+from fideliza.tiers import service as tiers
+
+DEMO_CODE = "demo"
+
+DEMO_RULES: list[dict[str, Any]] = [
+    {
+        "name": "1 point per euro",
+        "actions": [{"type": "points_per_amount", "points": 1, "per": "1.00"}],
+    },
+    {
+        "name": "Coffee lovers: 2 points per coffee",
+        "conditions": {"items": {"include_categories": ["coffee"]}},
+        "actions": [{"type": "points_per_item", "points": 2}],
+        "caps": {"per_day": 10},
+    },
+    {
+        "name": "Breakfast double points",
+        "conditions": {
+            "time_window": {"start": "07:00", "end": "10:00"},
+            "weekdays": ["mon", "tue", "wed", "thu", "fri"],
+        },
+        "actions": [{"type": "multiplier", "factor": "2"}],
+    },
+    {
+        "name": "Welcome bonus",
+        "conditions": {"first_purchase": True},
+        "actions": [{"type": "fixed_bonus", "points": 50}],
+    },
+    {
+        "name": "Birthday month gift",
+        "conditions": {"birthday": "month"},
+        "actions": [{"type": "fixed_bonus", "points": 100}],
+        "caps": {"per_month": 100},
+    },
+]
+
+DEMO_TIERS: dict[str, Any] = {
+    "levels": [
+        {"code": "BRONZE", "name": "Bronze", "rank": 1, "threshold": "0", "multiplier": "1"},
+        {"code": "SILVER", "name": "Silver", "rank": 2, "threshold": "600", "multiplier": "1.25"},
+        {"code": "GOLD", "name": "Gold", "rank": 3, "threshold": "1500", "multiplier": "1.5"},
+    ],
+    "policy": {"basis": "points", "period": "calendar_year", "grace_periods": 1},
+}
+
+
+def load_demo(
+    database_url: str, *, member_count: int = 5000, seed: int = 7, console: Console | None = None
+) -> dict[str, Any]:
+    """Creates the demo program (once) and returns a summary of what is in it."""
+    console = console or Console(stderr=True)
+    upgrade(database_url)
+    factory = make_session_factory(make_engine(database_url))
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(days=730)
+    with factory() as db:
+        exists = db.scalar(select(Program.id).where(Program.code == DEMO_CODE)) is not None
+    if exists:
+        console.print("the demo program is already loaded: showing its summary")
+        return summarize(factory)
+    people = generate_members(member_count, seed=seed, start=start, end=end - timedelta(days=30))
+    with unit_of_work(factory) as db:
+        program = programs.create(
+            db,
+            code=DEMO_CODE,
+            name="Café Fideliza",
+            currency="EUR",
+            timezone=str(PROGRAM_TIMEZONE),
+            points_name="granos",
+            now=start,
+            settings={"return_window_days": 14, "expiry": {"mode": "end_of_month", "months": 12}},
+        )
+        for definition in DEMO_RULES:
+            rules.create(db, program=program, definition=definition, now=start)
+        tiers.configure(db, program=program, config=DEMO_TIERS, now=start)
+        members_module_rows = [
+            {
+                "external_id": p.external_id,
+                "first_name": p.first_name,
+                "last_name": p.last_name,
+                "email": p.email,
+                "phone": p.phone,
+                "birthday": p.birthday,
+                "locale": p.locale,
+                "attributes": {**p.attributes, "usage": p.usage},
+                "consent": {
+                    "email": True,
+                    "marketing": zlib.crc32(p.external_id.encode()) % 3 != 0,
+                },
+            }
+            for p in people
+        ]
+        members.enrol_many(db, program=program, rows=members_module_rows, now=start)
+    sample = []
+    with Progress(
+        TextColumn("purchases"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("purchases", total=None)
+        batch = []
+        for purchase in generate_purchases(people, seed=seed, start=start, end=end):
+            batch.append(purchase)
+            if len(batch) == 5000:
+                _ingest(factory, batch, end)
+                bar.advance(task, len(batch))
+                sample.extend(batch[::10])
+                batch = []
+        if batch:
+            _ingest(factory, batch, end)
+            bar.advance(task, len(batch))
+            sample.extend(batch[::10])
+    _returns(factory, generate_returns(sample, seed=seed, rate=0.3), end)
+    _redemptions(factory, seed=seed, now=end)
+    run_jobs(factory, program_code=DEMO_CODE, now=end)
+    return summarize(factory)
+
+
+def _ingest(factory: sessionmaker[Session], batch: list[Any], now: datetime) -> None:
+    with unit_of_work(factory) as db:
+        program = programs.get_by_code(db, code=DEMO_CODE)
+        ingest_purchases(db, program=program, purchases=batch, now=now, collect_errors=True)
+
+
+def _returns(factory: sessionmaker[Session], returns: list[Any], now: datetime) -> None:
+    for item in returns:
+        try:
+            with unit_of_work(factory) as db:
+                program = programs.get_by_code(db, code=DEMO_CODE)
+                purchases.record_return(
+                    db,
+                    program=program,
+                    purchase_external_id=item.purchase_external_id,
+                    external_id=item.return_external_id,
+                    occurred_at=min(item.returned_at, now),
+                    now=now,
+                    items=[{"sku": sku, "quantity": quantity} for sku, quantity in item.lines],
+                )
+        except FidelizaError:
+            continue  # a generated return the rules refuse (e.g. nothing left to return) is skipped
+
+
+def _redemptions(factory: sessionmaker[Session], *, seed: int, now: datetime) -> None:
+    """Some members spend their points on rewards (a coffee, a cake, a breakfast)."""
+    rng = np.random.default_rng([seed, 99])
+    with unit_of_work(factory) as db:
+        program = programs.get_by_code(db, code=DEMO_CODE)
+        rich = db.execute(
+            select(Account.member_id, Account.balance).where(
+                Account.program_id == program.id,
+                Account.kind == "available",
+                Account.balance >= 150,
+            )
+        ).all()
+        for member_id, available in rich:
+            if rng.random() < 0.6:
+                points = int(min(available, rng.choice([150, 300, 500])))
+                try:
+                    ledger.redeem(
+                        db,
+                        program_id=program.id,
+                        member_id=member_id,
+                        points=points,
+                        now=now,
+                        reason="reward: café & cake",
+                    )
+                except InsufficientPoints:
+                    continue
+
+
+def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
+    """Counts, points by fate, tiers and usage groups, and the ledger check."""
+    from fideliza.purchases.models import Purchase, Return
+
+    with factory() as db:
+        program = programs.get_by_code(db, code=DEMO_CODE)
+        system = ledger.system_account_ids(db, program_id=program.id)
+
+        def account_total(kind: Any) -> int:
+            return int(
+                db.scalar(
+                    select(func.coalesce(func.sum(Entry.amount), 0)).where(
+                        Entry.account_id == system[kind]
+                    )
+                )
+                or 0
+            )
+
+        from fideliza.ledger.domain import AccountKind
+
+        tiers_count = dict(
+            db.execute(
+                select(Member.tier_code, func.count())
+                .where(Member.program_id == program.id)
+                .group_by(Member.tier_code)
+            ).all()
+        )
+        sample_member = db.scalar(
+            select(Member.external_id).where(Member.program_id == program.id).limit(1)
+        )
+        return {
+            "program": program.code,
+            "database": str(db.get_bind().url.render_as_string()),
+            "members": db.scalar(
+                select(func.count()).select_from(Member).where(Member.program_id == program.id)
+            ),
+            "purchases": db.scalar(
+                select(func.count()).select_from(Purchase).where(Purchase.program_id == program.id)
+            ),
+            "returns": db.scalar(
+                select(func.count()).select_from(Return).where(Return.program_id == program.id)
+            ),
+            "points_issued": -account_total(AccountKind.ISSUANCE),
+            "points_redeemed": account_total(AccountKind.REDEEMED),
+            "points_expired": account_total(AccountKind.EXPIRED),
+            "tiers": {
+                str(k or "none"): v
+                for k, v in sorted(tiers_count.items(), key=lambda kv: str(kv[0]))
+            },
+            "ledger_check": "consistent"
+            if not check_ledger(db, program_id=program.id)
+            else "DIFFERENCES",
+            "try": f"fideliza member show --program demo --id {sample_member}",
+        }
