@@ -96,7 +96,8 @@ def db_upgrade(database_url: DatabaseOption = None) -> None:
     url = _url(database_url)
     upgrade(url)
     console.print(
-        f"schema at revision [bold]{current(url)}[/bold] ({make_engine(url).url.render_as_string()})"
+        f"schema at revision [bold]{current(url)}[/bold] "
+        f"({make_engine(url).url.render_as_string()})"
     )
 
 
@@ -229,7 +230,8 @@ def import_purchases(
             console.print(f"resumed after row {report.resumed_from}")
         console.print(
             f"{report.rows_read} rows read: {report.recorded} purchases recorded "
-            f"({report.points} points), {report.replayed} already there, {len(report.errors)} bad rows"
+            f"({report.points} points), {report.replayed} already there, "
+            f"{len(report.errors)} bad rows"
         )
         for error in report.errors[:50]:
             console.print(f"  line {error.line}: {error.field or '-'}: {error.message}")
@@ -294,10 +296,12 @@ def member_show(
             balance = ledger.balance(db, member_id=member.id)
             status = tiers.status(db, program=found, member=member, now=datetime.now(UTC))
             console.print(
-                f"[bold]{member.first_name or ''} {member.last_name or ''}[/bold] ({member.external_id})"
+                f"[bold]{member.first_name or ''} {member.last_name or ''}[/bold] "
+                f"({member.external_id})"
             )
             console.print(
-                f"status {member.status}; enrolled {member.enrolled_at:%Y-%m-%d}; e-mail {member.email}"
+                f"status {member.status}; enrolled {member.enrolled_at:%Y-%m-%d}; "
+                f"e-mail {member.email}"
             )
             if card_row:
                 console.print(

@@ -178,11 +178,10 @@ def upsert_add(
     """
     if not rows:
         return
-    if db.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    postgres = db.get_bind().dialect.name == "postgresql"
+    statement: Any = postgresql.insert(table) if postgres else sqlite.insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=list(keys),
         set_={name: table.c[name] + statement.excluded[name] for name in add},

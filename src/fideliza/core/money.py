@@ -24,7 +24,7 @@ def require_currency(value: object, *, field: str = "currency") -> str:
 
 def to_money(value: object, currency: str, *, field: str = "amount") -> Decimal:
     """Parses `value` (str, int or Decimal; never float) into a Decimal quantized to `currency`."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise ValidationError(
             f"must be a decimal string or integer, not a float ({value!r})", field=field
         )

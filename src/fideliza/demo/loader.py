@@ -193,7 +193,7 @@ def _redemptions(factory: sessionmaker[Session], *, seed: int, now: datetime) ->
             )
         ).all()
         for member_id, available in rich:
-            if rng.random() < 0.6:
+            if member_id is not None and rng.random() < 0.6:
                 points = int(min(available, rng.choice([150, 300, 500])))
                 try:
                     ledger.redeem(
@@ -240,7 +240,7 @@ def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
         )
         return {
             "program": program.code,
-            "database": str(db.get_bind().url.render_as_string()),
+            "database": db.get_bind().engine.url.render_as_string(),
             "members": db.scalar(
                 select(func.count()).select_from(Member).where(Member.program_id == program.id)
             ),

@@ -1,4 +1,4 @@
-"""Custom events (store visits, reviews, survey answers, …): recorded once, earning through rules."""
+"""Custom events (store visits, reviews, survey answers, …): recorded once, earn by rules."""
 
 from __future__ import annotations
 

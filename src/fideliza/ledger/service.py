@@ -148,6 +148,7 @@ def lock_member_accounts(
         statement = statement.with_for_update(skip_locked=skip_locked)
     found: dict[int, dict[AccountKind, tuple[int, int]]] = defaultdict(dict)
     for member_id, kind, account_id, balance in db.execute(statement):
+        assert member_id is not None  # the query selects member accounts only
         found[member_id][AccountKind(kind)] = (account_id, balance or 0)
     if not skip_locked:
         for member_id in ids:
@@ -774,7 +775,10 @@ def reverse_earning(
     if from_available + overdraft:
         detail = reason
         if overdraft:
-            detail = f"{reason}; {overdraft} of these points were already spent, so the balance goes below zero"
+            detail = (
+                f"{reason}; {overdraft} of these points were already spent, "
+                "so the balance goes below zero"
+            )
         lines.append(
             Line(accounts[AccountKind.AVAILABLE][0], -(from_available + overdraft), detail=detail)
         )

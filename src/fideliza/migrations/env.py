@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from fideliza.db import make_engine
 from fideliza.schema import metadata
@@ -25,7 +26,7 @@ def run_migrations() -> None:
         engine.dispose()
 
 
-def _run(connection: object, url: str) -> None:
+def _run(connection: Connection, url: str) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,

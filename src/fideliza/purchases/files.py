@@ -30,7 +30,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 _CACHE_LIMIT = 50_000
 # JSON numbers become Decimals, never floats: `"unit_price": 2.50` is exact decimal text.
 _JSON = json.JSONDecoder(parse_float=Decimal)
-_JSON_SCAN = _JSON.scan_once
+_JSON_SCAN: Callable[[str, int], tuple[Any, int]] = _JSON.scan_once  # type: ignore[attr-defined]
 _FINGERPRINT_CHUNK = 1 << 20
 
 Row = Sequence[Any]  # the values of COLUMNS, in that order; None or "" means absent
@@ -146,9 +146,18 @@ def _next_record(reader: Iterator[list[str]], *, line: int) -> list[str] | None:
     try:
         return next(reader, None)
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise ValidationError(
-            f"cannot be read as CSV at line {line}: {exc}", field="file"
-        ) from None
+        raise _unreadable(exc, line) from None
+
+
+def _unreadable(exc: csv.Error | UnicodeDecodeError, line: int) -> ValidationError:
+    if isinstance(exc, UnicodeDecodeError):
+        # Text is decoded ahead in chunks, so the bad byte is somewhere at or after `line`.
+        bad = exc.object[exc.start : exc.start + 1]
+        return ValidationError(
+            f"is not UTF-8 text: byte {bad!r} ({exc.reason}) at line {line} or soon after",
+            field="file",
+        )
+    return ValidationError(f"cannot be read as CSV at line {line}: {exc}", field="file")
 
 
 def _csv_batches(
@@ -166,9 +175,7 @@ def _csv_batches(
             for _ in islice(reader, skip_rows):
                 line += 1
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise ValidationError(
-                f"cannot be read as CSV at line {line + 1}: {exc}", field="file"
-            ) from None
+            raise _unreadable(exc, line + 1) from None
         parser = _Parser(currency)
         while True:
             batch, failure = parser.parse_csv_records(
@@ -321,9 +328,7 @@ class _Parser:
                 else:
                     purchases.append((line, purchase))
         except (csv.Error, UnicodeDecodeError) as exc:
-            failure = ValidationError(
-                f"cannot be read as CSV at line {line + 1}: {exc}", field="file"
-            )
+            failure = _unreadable(exc, line + 1)
         if line < first_line:
             return None, failure
         return Batch(first_line, purchases, errors, line), failure
@@ -438,7 +443,7 @@ class _Parser:
             amount = to_money(value, self.currency)
         except (ValidationError, ArithmeticError):
             return None
-        if amount < 0:
+        if amount < -1:
             return None
         if type(value) is str:
             if len(self.money) >= _CACHE_LIMIT:

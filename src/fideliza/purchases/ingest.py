@@ -87,7 +87,8 @@ def allocate_ids(db: Session, table: str, count: int) -> list[int]:
         return list(
             db.execute(
                 text(
-                    f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"
+                    f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
+                    "FROM generate_series(1, :n)"
                 ),
                 {"n": count},
             ).scalars()
@@ -561,7 +562,7 @@ def _load_members(
                 )
             ).all()
             for member_id, month, value in bucket_rows:
-                states[member_id].buckets[month] = Decimal(value)
+                states[member_id].buckets[month] = Decimal(str(value))
     return states
 
 

@@ -137,7 +137,8 @@ def record_return(
         raise ValidationError("must be positive", field="amount" if not items else "items")
     if purchase.amount_returned + value > purchase.amount:
         raise ValidationError(
-            f"returns {value} but only {purchase.amount - purchase.amount_returned} of the purchase is left",
+            f"returns {value} but only {purchase.amount - purchase.amount_returned} "
+            "of the purchase is left",
             field="amount" if not items else "items",
         )
     points = return_reversal(
@@ -237,7 +238,8 @@ def _check_quantities(db: Session, purchase: Purchase, lines: list[dict[str, Any
         returned[line["sku"]] += line["quantity"]
         if returned[line["sku"]] > bought[line["sku"]]:
             raise ValidationError(
-                f"returns more {line['sku']!r} than the {bought[line['sku']]} bought (counting earlier returns)",
+                f"returns more {line['sku']!r} than the {bought[line['sku']]} bought "
+                "(counting earlier returns)",
                 field=f"items[{index}].quantity",
             )
 

@@ -23,7 +23,8 @@ from fideliza.rules.domain import (
     RuleUsage,
     compile_rule,
 )
-from fideliza.rules.models import Rule, RuleUsage as RuleUsageRow, RuleVersion
+from fideliza.rules.models import Rule, RuleVersion
+from fideliza.rules.models import RuleUsage as RuleUsageRow
 from fideliza.rules.schemas import RuleDefinition, dump_rule_definition, parse_rule_definition
 
 TOTAL = "total"
@@ -208,7 +209,7 @@ def capped_rule_ids(rules: Iterable[CompiledRule]) -> list[int]:
 def load_usage(
     db: Session, *, rule_ids: Sequence[int], wanted: Iterable[tuple[int, UsageKeys]]
 ) -> dict[tuple[int, int, str], int]:
-    """Loads the counters for (member, day/month/total) and the budgets; keyed by (rule, member, period)."""
+    """Loads the members' day/month/total counters and the budgets, by (rule, member, period)."""
     if not rule_ids:
         return {}
     keys: set[tuple[int, int, str]] = set()
@@ -267,7 +268,7 @@ def count_usage(
     periods: UsageKeys,
     postings: Iterable[Posting],
 ) -> list[tuple[int, int, str, int]]:
-    """Adds postings of capped rules to the in-memory counters; returns the rows to add in the DB."""
+    """Adds capped rules' postings to the in-memory counters; returns the rows to add."""
     added: list[tuple[int, int, str, int]] = []
     for posting in postings:
         if posting.rule_id is None or posting.rule_id not in capped:

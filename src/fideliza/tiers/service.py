@@ -140,7 +140,7 @@ def month_buckets(
             MemberMonth.member_id == member_id, MemberMonth.month >= since
         )
     ).all()
-    return {month: Decimal(value) for month, value in rows}
+    return {month: Decimal(str(value)) for month, value in rows}
 
 
 def local_today(program: Program, now: datetime) -> date:

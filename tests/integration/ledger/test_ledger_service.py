@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from tests.factories import make_member, make_program
 
 from fideliza.core.errors import InsufficientPoints, InvalidState, ValidationError
 from fideliza.ledger import service as ledger
@@ -14,7 +15,6 @@ from fideliza.ledger.check import check_ledger
 from fideliza.ledger.models import Entry, LedgerTransaction
 from fideliza.ledger.service import EarnLine
 from fideliza.programs.service import settings_of
-from tests.factories import make_member, make_program
 
 
 def _earn(db: Session, program, member, points: int, at: datetime, now: datetime | None = None):  # type: ignore[no-untyped-def]
@@ -38,7 +38,9 @@ def test_earn_then_redeem_first_expiring_first(db: Session, now: datetime) -> No
     member = make_member(db, program=program, now=now)
     early = _earn(db, program, member, 50, now - timedelta(days=60))
     late = _earn(db, program, member, 70, now - timedelta(days=10))
-    ledger.redeem(db, program_id=program.id, member_id=member.id, points=60, now=now, reason="coffee")
+    ledger.redeem(
+        db, program_id=program.id, member_id=member.id, points=60, now=now, reason="coffee"
+    )
     db.commit()
     assert ledger.balance(db, member_id=member.id).available == 60
     from fideliza.ledger.models import Lot
@@ -54,7 +56,9 @@ def test_cannot_spend_more_than_available(db: Session, now: datetime) -> None:
     member = make_member(db, program=program, now=now)
     _earn(db, program, member, 10, now)
     with pytest.raises(InsufficientPoints) as error:
-        ledger.redeem(db, program_id=program.id, member_id=member.id, points=11, now=now, reason="x")
+        ledger.redeem(
+            db, program_id=program.id, member_id=member.id, points=11, now=now, reason="x"
+        )
     assert error.value.field == "points"
 
 
@@ -91,20 +95,36 @@ def test_hold_capture_release(db: Session, now: datetime) -> None:
     member = make_member(db, program=program, now=now)
     _earn(db, program, member, 100, now)
     kept = ledger.hold(
-        db, program_id=program.id, settings=settings_of(program), member_id=member.id, points=30,
-        reference="r1", now=now, reason="mug",
+        db,
+        program_id=program.id,
+        settings=settings_of(program),
+        member_id=member.id,
+        points=30,
+        reference="r1",
+        now=now,
+        reason="mug",
     )
     dropped = ledger.hold(
-        db, program_id=program.id, settings=settings_of(program), member_id=member.id, points=50,
-        reference="r2", now=now, reason="cap",
+        db,
+        program_id=program.id,
+        settings=settings_of(program),
+        member_id=member.id,
+        points=50,
+        reference="r2",
+        now=now,
+        reason="cap",
     )
-    assert ledger.balance(db, member_id=member.id) == ledger.Balance(available=20, pending=0, held=80)
+    assert ledger.balance(db, member_id=member.id) == ledger.Balance(
+        available=20, pending=0, held=80
+    )
     ledger.capture(db, program_id=program.id, hold_id=kept.id, now=now)
     ledger.release(db, program_id=program.id, hold_id=dropped.id, now=now)
     with pytest.raises(InvalidState):
         ledger.capture(db, program_id=program.id, hold_id=dropped.id, now=now)
     db.commit()
-    assert ledger.balance(db, member_id=member.id) == ledger.Balance(available=70, pending=0, held=0)
+    assert ledger.balance(db, member_id=member.id) == ledger.Balance(
+        available=70, pending=0, held=0
+    )
     assert check_ledger(db, program_id=program.id) == []
 
 
@@ -113,8 +133,14 @@ def test_holds_expire_after_their_ttl(db: Session, now: datetime) -> None:
     member = make_member(db, program=program, now=now)
     _earn(db, program, member, 100, now)
     ledger.hold(
-        db, program_id=program.id, settings=settings_of(program), member_id=member.id, points=30,
-        reference="r1", now=now, reason="mug",
+        db,
+        program_id=program.id,
+        settings=settings_of(program),
+        member_id=member.id,
+        points=30,
+        reference="r1",
+        now=now,
+        reason="mug",
     )
     assert ledger.expire_holds(db, program_id=program.id, now=now + timedelta(minutes=9)) == 0
     assert ledger.expire_holds(db, program_id=program.id, now=now + timedelta(minutes=10)) == 1
@@ -126,7 +152,13 @@ def test_holds_expire_after_their_ttl(db: Session, now: datetime) -> None:
 def test_adjust_needs_issuer_and_reason_and_is_recorded(db: Session, now: datetime) -> None:
     program = make_program(db, now=now)
     member = make_member(db, program=program, now=now)
-    kwargs = dict(program_id=program.id, settings=settings_of(program), timezone_name=program.timezone, member_id=member.id, now=now)
+    kwargs = dict(
+        program_id=program.id,
+        settings=settings_of(program),
+        timezone_name=program.timezone,
+        member_id=member.id,
+        now=now,
+    )
     with pytest.raises(ValidationError) as error:
         ledger.adjust(db, points=10, issuer=" ", reason="goodwill", **kwargs)  # type: ignore[arg-type]
     assert error.value.field == "issuer"
@@ -144,7 +176,13 @@ def test_transfer_keeps_expiry_and_sums_to_zero(db: Session, now: datetime) -> N
     bea = make_member(db, program=program, now=now)
     _earn(db, program, ana, 40, now - timedelta(days=100))
     tx = ledger.transfer(
-        db, program_id=program.id, from_member_id=ana.id, to_member_id=bea.id, points=25, reason="gift", now=now
+        db,
+        program_id=program.id,
+        from_member_id=ana.id,
+        to_member_id=bea.id,
+        points=25,
+        reason="gift",
+        now=now,
     )
     db.commit()
     assert ledger.balance(db, member_id=ana.id).available == 15
@@ -167,12 +205,22 @@ def test_reversal_after_spending_goes_negative_and_new_points_pay_it_back(
     assert earned is not None
     ledger.redeem(db, program_id=program.id, member_id=member.id, points=90, now=now, reason="x")
     tx = ledger.reverse_earning(
-        db, program_id=program.id, settings=settings_of(program), member_id=member.id,
-        earn_transaction_id=earned.transaction_id, points=100, occurred_at=now, now=now,
-        reason="return r1", source_type="return", source_ref="r1",
+        db,
+        program_id=program.id,
+        settings=settings_of(program),
+        member_id=member.id,
+        earn_transaction_id=earned.transaction_id,
+        points=100,
+        occurred_at=now,
+        now=now,
+        reason="return r1",
+        source_type="return",
+        source_ref="r1",
     )
     assert ledger.balance(db, member_id=member.id).available == -90
-    detail = db.scalars(select(Entry.detail).where(Entry.transaction_id == tx, Entry.amount < 0)).one()
+    detail = db.scalars(
+        select(Entry.detail).where(Entry.transaction_id == tx, Entry.amount < 0)
+    ).one()
     assert detail is not None and "already spent" in detail
     _earn(db, program, member, 120, now + timedelta(days=1))
     db.commit()

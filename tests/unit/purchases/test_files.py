@@ -189,7 +189,11 @@ def test_rows_are_read_with_the_line_a_person_sees(tmp_path: Path) -> None:
 def test_a_bad_row_names_the_field_and_the_problem_and_spares_the_others(
     tmp_path: Path, cells: dict[str, str], field: str | None, words: str
 ) -> None:
-    rows = [a_row(external_id="P1"), a_row(**{"external_id": "P2", **cells}), a_row(external_id="P3")]
+    rows = [
+        a_row(external_id="P1"),
+        a_row(**{"external_id": "P2", **cells}),
+        a_row(external_id="P3"),
+    ]
     path = write_csv(tmp_path / "p.csv", rows)
 
     [batch] = read_all(path)
@@ -242,16 +246,18 @@ def test_blank_lines_count_as_lines_but_are_no_rows(tmp_path: Path) -> None:
 
 
 def test_a_file_that_is_not_text_stops_after_yielding_the_rows_before(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "p.csv", [a_row(external_id="P1"), a_row(external_id="P2")])
-    path.write_bytes(path.read_bytes() + b"P3,\xff\xfe\n")
+    rows = [a_row(external_id=f"P{n}") for n in range(1, 301)]
+    path = write_csv(tmp_path / "p.csv", rows)
+    path.write_bytes(path.read_bytes() + b"P301,\xff\xfe\n")
 
-    reader = read_purchases(path, program_currency="EUR")
-    first = next(reader)
+    batches: list[Batch] = []
     with pytest.raises(ValidationError) as raised:
-        next(reader)
+        batches.extend(read_purchases(path, program_currency="EUR", batch_size=50))
 
-    assert lines_of([first]) == [2, 3]
+    assert lines_of(batches) == list(range(2, 2 + len(lines_of(batches))))
+    assert len(lines_of(batches)) >= 200
     assert raised.value.field == "file"
+    assert "UTF-8" in raised.value.message
 
 
 def test_gzipped_csv_is_read_too(tmp_path: Path) -> None:
@@ -360,10 +366,13 @@ def test_parquet_with_typed_columns_and_list_of_struct_items(tmp_path: Path) -> 
             ),
             "amount": pa.array([Decimal("2.60"), Decimal("0.00"), Decimal("1.00")]),
             "items": pa.array(
-                [[{"sku": "A", "category": "c", "quantity": 2, "unit_price": Decimal("1.30")}], [],
-                 None],
+                [
+                    [{"sku": "A", "category": "c", "quantity": 2, "unit_price": Decimal("1.30")}],
+                    [],
+                    None,
+                ],
                 pa.list_(item),
-            ),  # fmt: skip
+            ),
         }
     )
     path = tmp_path / "p.parquet"
@@ -483,17 +492,20 @@ item_values = st.one_of(
 )
 
 
+text_or_value = st.one_of(texts, item_values)
+VALUES_BY_KEY = {"quantity": item_values, "unit_price": item_values}
+
+
 @st.composite
 def raw_items(draw: st.DrawFn) -> str:
     lines = []
     for _ in range(draw(st.integers(0, 3))):
-        line = {
-            key: draw(item_values if key in ("quantity", "unit_price") else st.one_of(texts, item_values))
-            for key in draw(st.sets(st.sampled_from(["sku", "category", "quantity", "unit_price"])))
-        }  # fmt: skip
-        lines.append(line)
+        keys = draw(st.sets(st.sampled_from(["sku", "category", "quantity", "unit_price"])))
+        lines.append({key: draw(VALUES_BY_KEY.get(key, text_or_value)) for key in keys})
     text = json.dumps(lines, default=str)
-    return draw(st.sampled_from([text, text, text, f" {text}", "", "[]", "null", "{}", "[1]", "[{"]))
+    return draw(
+        st.sampled_from([text, text, text, f" {text}", "", "[]", "null", "{}", "[1]", "[{"])
+    )
 
 
 any_rows = st.tuples(
