@@ -53,7 +53,7 @@ UNIT_PRICES = ("0.50", "1.00", "2.50", "3.99", "10.00")
 # fixed, the machine does not release a hold whose points can no longer go back where they came
 # from; everything else runs. When they are fixed: set this to False and model the chosen fix in
 # `_release` (released points of an expired lot expire; released points first pay a debt).
-AVOID_KNOWN_RELEASE_BUGS = True
+AVOID_KNOWN_RELEASE_BUGS = False
 
 T = TypeVar("T")
 
@@ -596,7 +596,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def transfer(self, sender: int, step: int, points: int) -> None:
         self.last_step = "transfer"
         source = self.member(sender)
-        target = self.members[(self.members.index(source) + step) % len(self.members)]
+        others = len(self.members) - 1
+        target = self.members[(self.members.index(source) + 1 + (step - 1) % others) % (others + 1)]
         plan = burn_plan(self.open_lots(source), points)
 
         def work(db: Session) -> int:

@@ -35,7 +35,7 @@ KINDS = st.sampled_from(["purchase", "purchase", "purchase", "store_visit"])
 CAP_NAMES = ("per_transaction", "per_day", "per_month", "per_member", "budget")
 
 # Enough examples to explore the combinations, few enough to keep the suite fast.
-RULES = settings(max_examples=150, deadline=None)
+RULES = settings(max_examples=120, deadline=None)
 FEWER = settings(max_examples=50, deadline=None)
 
 money = st.decimals(min_value=0, max_value=2000, places=2, allow_nan=False, allow_infinity=False)
@@ -289,7 +289,7 @@ def test_adding_an_excluded_item_never_changes_the_points(
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(rule_sets(), activities(), members, programs, usages, st.randoms(use_true_random=False))
 def test_evaluation_is_deterministic_and_independent_of_the_rules_order(
     rules: list[CompiledRule],

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, NotFound
 from fideliza.core.hashing import content_hash
-from fideliza.db import upsert_add
+from fideliza.db import bulk_insert, upsert_add
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import AccountKind, AllocationKind, LotState, TxKind
 from fideliza.ledger.models import Account, Allocation, Entry, LedgerTransaction, Lot
@@ -278,12 +278,15 @@ def ingest_purchases(
     tx_ids = allocate_ids(db, "ledger_transactions", len(earnings))
     lot_ids = allocate_ids(db, "point_lots", len(earnings))
     system = ledger.system_account_ids(db, program_id=program.id)
-    tx_rows: list[dict[str, Any]] = []
-    entry_rows: list[dict[str, Any]] = []
-    lot_rows: list[dict[str, Any]] = []
-    debt_rows: list[dict[str, Any]] = []
+    tx_rows: list[tuple[Any, ...]] = []
+    entry_rows: list[tuple[Any, ...]] = []
+    lot_rows: list[tuple[Any, ...]] = []
+    debt_rows: list[tuple[Any, ...]] = []
     balance_moves: dict[int, int] = defaultdict(int)
     tx_of_slot: dict[int, int] = {}
+    issuance = system[AccountKind.ISSUANCE]
+    window = timedelta(days=settings.return_window_days)
+    earn_kind = TxKind.EARN.value
     for (slot, postings, purchase, pending), tx_id, lot_id in zip(
         earnings, tx_ids, lot_ids, strict=True
     ):
@@ -291,108 +294,88 @@ def ingest_purchases(
         state = states[member_id]
         points = planned[slot]["points"]
         tx_of_slot[slot] = tx_id
-        target_kind = AccountKind.PENDING if pending else AccountKind.AVAILABLE
-        target = state.accounts[target_kind][0]
+        target = state.accounts[AccountKind.PENDING if pending else AccountKind.AVAILABLE][0]
         reason = f"purchase {purchase.external_id}"
         tx_rows.append(
-            {
-                "id": tx_id,
-                "program_id": program.id,
-                "member_id": member_id,
-                "kind": TxKind.EARN.value,
-                "occurred_at": purchase.occurred_at,
-                "recorded_at": now,
-                "reason": reason,
-                "source_type": "purchase",
-                "source_ref": purchase.external_id,
-                "issuer": None,
-                "idempotency_key": None,
-                "reverses_id": None,
-            }
+            (
+                tx_id,
+                program.id,
+                member_id,
+                earn_kind,
+                purchase.occurred_at,
+                now,
+                reason,
+                "purchase",
+                purchase.external_id,
+            )
         )
         for posting in postings:
             entry_rows.append(
-                {
-                    "transaction_id": tx_id,
-                    "account_id": target,
-                    "amount": posting.points,
-                    "rule_id": posting.rule_id,
-                    "rule_version": posting.rule_version,
-                    "tier_code": posting.tier_code,
-                    "detail": posting.reason[:500],
-                }
+                (
+                    tx_id,
+                    target,
+                    posting.points,
+                    posting.rule_id,
+                    posting.rule_version,
+                    posting.tier_code,
+                    posting.reason[:500],
+                )
             )
-        entry_rows.append(
-            {
-                "transaction_id": tx_id,
-                "account_id": system[AccountKind.ISSUANCE],
-                "amount": -points,
-                "rule_id": None,
-                "rule_version": None,
-                "tier_code": None,
-                "detail": reason,
-            }
-        )
+        entry_rows.append((tx_id, issuance, -points, None, None, None, reason))
         balance_moves[target] += points
         remaining = points
         if not pending:
             account_id, available = state.accounts[AccountKind.AVAILABLE]
             if available < 0:  # pay back what a return took after the points were spent
                 paid = min(points, -available)
-                debt_rows.append(
-                    {
-                        "lot_id": lot_id,
-                        "transaction_id": tx_id,
-                        "amount": paid,
-                        "kind": AllocationKind.DEBT.value,
-                    }
-                )
+                debt_rows.append((lot_id, tx_id, paid, AllocationKind.DEBT.value))
                 remaining -= paid
             state.accounts[AccountKind.AVAILABLE] = (account_id, available + points)
         lot_rows.append(
-            {
-                "id": lot_id,
-                "program_id": program.id,
-                "member_id": member_id,
-                "earn_transaction_id": tx_id,
-                "amount": points,
-                "remaining": remaining,
-                "state": (LotState.PENDING if pending else LotState.AVAILABLE).value,
-                "earned_at": purchase.occurred_at,
-                "available_at": purchase.occurred_at + timedelta(days=settings.return_window_days),
-                "expires_at": settings.expiry.expires_at(purchase.occurred_at, timezone),
-            }
+            (
+                lot_id,
+                program.id,
+                member_id,
+                tx_id,
+                points,
+                remaining,
+                (LotState.PENDING if pending else LotState.AVAILABLE).value,
+                purchase.occurred_at,
+                purchase.occurred_at + window,
+                settings.expiry.expires_at(purchase.occurred_at, timezone),
+            )
         )
+    bulk_insert(db, LedgerTransaction.__table__, _TX_COLUMNS, tx_rows)
+    bulk_insert(db, Entry.__table__, _ENTRY_COLUMNS, entry_rows)
+    bulk_insert(db, Lot.__table__, _LOT_COLUMNS, lot_rows)
+    bulk_insert(db, Allocation.__table__, _ALLOCATION_COLUMNS, debt_rows)
+    bulk_insert(
+        db,
+        Purchase.__table__,
+        _PURCHASE_COLUMNS,
+        [
+            (
+                purchase_id,
+                program.id,
+                plan["member_id"],
+                purchase.external_id,
+                plan["hash"],
+                purchase.occurred_at,
+                purchase.amount,
+                purchase.currency,
+                purchase.channel,
+                purchase.store,
+                [_item_json(i) for i in purchase.items],
+                plan["points"],
+                0,
+                _ZERO,
+                tx_of_slot.get(plan["slot"]),
+            )
+            for plan, purchase_id in zip(planned, purchase_ids, strict=True)
+            for purchase in (purchases[plan["position"]],)
+        ],
+    )
     connection = db.connection()
-    if tx_rows:
-        connection.execute(insert(LedgerTransaction), tx_rows)
-        connection.execute(insert(Entry), entry_rows)
-        connection.execute(insert(Lot), lot_rows)
-    if debt_rows:
-        connection.execute(insert(Allocation), debt_rows)
-    purchase_rows = []
-    for plan, purchase_id in zip(planned, purchase_ids, strict=True):
-        purchase = purchases[plan["position"]]
-        purchase_rows.append(
-            {
-                "id": purchase_id,
-                "program_id": program.id,
-                "member_id": plan["member_id"],
-                "external_id": purchase.external_id,
-                "content_hash": plan["hash"],
-                "occurred_at": purchase.occurred_at,
-                "amount": purchase.amount,
-                "currency": purchase.currency,
-                "channel": purchase.channel,
-                "store": purchase.store,
-                "items": [_item_json(i) for i in purchase.items],
-                "points_earned": plan["points"],
-                "points_reversed": 0,
-                "amount_returned": Decimal(0),
-                "earn_transaction_id": tx_of_slot.get(plan["slot"]),
-            }
-        )
-    connection.execute(insert(Purchase), purchase_rows)
     if balance_moves:
         connection.execute(
             update(Account)
@@ -426,6 +409,59 @@ def ingest_purchases(
             )
         )
     return result
+
+
+_ZERO = Decimal(0)
+_TX_COLUMNS = (
+    "id",
+    "program_id",
+    "member_id",
+    "kind",
+    "occurred_at",
+    "recorded_at",
+    "reason",
+    "source_type",
+    "source_ref",
+)
+_ENTRY_COLUMNS = (
+    "transaction_id",
+    "account_id",
+    "amount",
+    "rule_id",
+    "rule_version",
+    "tier_code",
+    "detail",
+)
+_LOT_COLUMNS = (
+    "id",
+    "program_id",
+    "member_id",
+    "earn_transaction_id",
+    "amount",
+    "remaining",
+    "state",
+    "earned_at",
+    "available_at",
+    "expires_at",
+)
+_ALLOCATION_COLUMNS = ("lot_id", "transaction_id", "amount", "kind")
+_PURCHASE_COLUMNS = (
+    "id",
+    "program_id",
+    "member_id",
+    "external_id",
+    "content_hash",
+    "occurred_at",
+    "amount",
+    "currency",
+    "channel",
+    "store",
+    "items",
+    "points_earned",
+    "points_reversed",
+    "amount_returned",
+    "earn_transaction_id",
+)
 
 
 def _param(name: str) -> Any:

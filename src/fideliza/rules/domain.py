@@ -158,13 +158,6 @@ class _Items:
     exclude_categories: frozenset[str]
     min_quantity: int
 
-    def matches(self, item: Item) -> bool:
-        return (
-            self.include_all
-            or item.sku in self.include_skus
-            or item.category in self.include_categories
-        ) and not (item.sku in self.exclude_skus or item.category in self.exclude_categories)
-
 
 _AttributeKey = tuple[type, object]
 
@@ -388,7 +381,7 @@ def _check(
         return "stores", _ZERO, 0
     if plan.tiers is not None and member.tier_code not in plan.tiers:
         return "tiers", _ZERO, 0
-    if plan.first_purchase is not None and member.is_first_purchase is not plan.first_purchase:
+    if plan.first_purchase is not None and bool(member.is_first_purchase) != plan.first_purchase:
         return "first_purchase", _ZERO, 0
     if local is not None:
         day, weekday, minute = local
@@ -429,7 +422,8 @@ def _check(
         exclude_skus = item_filter.exclude_skus
         exclude_categories = item_filter.exclude_categories
         for item in activity.items:
-            # _Items.matches, inlined: this loop runs for every line of every basket.
+            # Included (by SKU or category, or no include list) and not excluded; inlined
+            # because this runs for every line of every basket under every items filter.
             sku = item.sku
             category = item.category
             if (include_all or sku in include_skus or category in include_categories) and not (

@@ -84,6 +84,14 @@ def _points(value: object) -> int:
     return value
 
 
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError(
+            "int_type", "must be an integer, got {value}", {"value": repr(value)}
+        )
+    return value
+
+
 def _decimal(value: object) -> Decimal:
     if isinstance(value, bool | float):
         raise PydanticCustomError(
@@ -392,11 +400,18 @@ class Caps(_Model):
 
 
 class RuleDefinition(_Model):
-    """One version of an earning rule, as stored (JSON) and as edited by a program manager."""
+    """One version of an earning rule, as stored (JSON) and as edited by a program manager.
 
-    schema_version: Literal[1] = 1
+    `schema_version` is the version of this format (1). `name` is what postings' reasons show.
+    `priority` orders evaluation and postings (lower first, then by rule id); it never changes
+    amounts, because caps are per rule and multipliers stack additively. `activity` is
+    "purchase" or a custom event type ("store_visit", "review_written", …). Every condition
+    must hold; then every action earns (see `fideliza.rules.domain` for the arithmetic).
+    """
+
+    schema_version: Annotated[Literal[1], BeforeValidator(_integer)] = 1
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    priority: Annotated[int, BeforeValidator(_points)] = 100
+    priority: Annotated[int, BeforeValidator(_integer)] = 100
     activity: ActivityKind = "purchase"
     conditions: Conditions = Field(default_factory=Conditions)
     actions: Annotated[tuple[Action, ...], Field(min_length=1)]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import Conflict, NotFound
@@ -212,32 +212,24 @@ def load_usage(
     """Loads the members' day/month/total counters and the budgets, by (rule, member, period)."""
     if not rule_ids:
         return {}
-    keys: set[tuple[int, int, str]] = set()
-    for member_id, periods in wanted:
-        for rule_id in rule_ids:
-            keys.update(
-                {
-                    (rule_id, member_id, periods.day),
-                    (rule_id, member_id, periods.month),
-                    (rule_id, member_id, TOTAL),
-                }
-            )
-    keys.update((rule_id, EVERYONE, TOTAL) for rule_id in rule_ids)
+    member_ids: set[int] = {EVERYONE}
+    periods: set[str] = {TOTAL}
+    for member_id, keys in wanted:
+        member_ids.add(member_id)
+        periods.update((keys.day, keys.month))
     found: dict[tuple[int, int, str], int] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), 2000):
-        chunk = ordered[start : start + 2000]
-        rows = db.execute(
-            select(
-                RuleUsageRow.rule_id,
-                RuleUsageRow.member_id,
-                RuleUsageRow.period,
-                RuleUsageRow.points,
-            ).where(
-                tuple_(RuleUsageRow.rule_id, RuleUsageRow.member_id, RuleUsageRow.period).in_(chunk)
-            )
-        ).all()
-        found.update({(r, m, p): points for r, m, p, points in rows})
+    ordered = sorted(member_ids)
+    # One query per rule and chunk of members, on the primary key's prefix (rule, member).
+    for rule_id in rule_ids:
+        for start in range(0, len(ordered), 5000):
+            rows = db.execute(
+                select(RuleUsageRow.member_id, RuleUsageRow.period, RuleUsageRow.points).where(
+                    RuleUsageRow.rule_id == rule_id,
+                    RuleUsageRow.member_id.in_(ordered[start : start + 5000]),
+                    RuleUsageRow.period.in_(sorted(periods)),
+                )
+            ).all()
+            found.update({(rule_id, m, p): points for m, p, points in rows})
     return found
 
 

@@ -756,6 +756,31 @@ def test_caps_cover_a_rules_base_and_multiplier_together() -> None:
     )
 
 
+def test_day_month_and_member_caps_count_the_rules_base_before_its_multiplier() -> None:
+    bonus_and_double = rule(
+        actions=[{"type": "fixed_bonus", "points": 40}, {"type": "multiplier", "factor": "2"}],
+        caps={"per_day": 100},
+    )
+
+    postings = run(purchase(), bonus_and_double, usage={1: RuleUsage(member_day=30)})
+
+    # Room 70 today: the base takes 40, the ×2 gets only the 30 left.
+    assert points(postings) == [(1, 70)]
+    assert postings[0].reason.endswith("= 80, capped to 70 by the per_day cap (Rule 1 v1)")
+
+
+def test_an_exhausted_cap_does_not_shrink_other_rules_multipliers() -> None:
+    exhausted = rule(1, caps={"per_day": 100})
+    bonus = rule(2, actions=[{"type": "fixed_bonus", "points": 10}])
+    double = rule(3, actions=[{"type": "multiplier", "factor": "2"}])
+
+    postings = run(
+        purchase("23.50"), exhausted, bonus, double, usage={1: RuleUsage(member_day=250)}
+    )
+
+    assert points(postings) == [(2, 10), (3, 10)]
+
+
 # --- order, determinism and explanations ---
 
 

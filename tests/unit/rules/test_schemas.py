@@ -188,7 +188,7 @@ def test_a_parsed_definition_is_immutable() -> None:
     rule = parse_rule_definition(FULL)
 
     with pytest.raises(pydantic.ValidationError):
-        rule.name = "Other"  # type: ignore[misc]
+        rule.name = "Other"
 
 
 # --- malformed definitions: each error names the field path ---
@@ -311,7 +311,7 @@ MALFORMED: list[tuple[str, Any, str, str]] = [
         "actions[1].points",
         "is required",
     ),
-    ("priority as string", minimal(priority="1"), "priority", "got '1'"),
+    ("priority as string", minimal(priority="1"), "priority", "must be an integer, got '1'"),
     ("bad activity", minimal(activity="Store Visit"), "activity", "custom event type"),
     ("unknown schema version", minimal(schema_version=2), "schema_version", "must be 1"),
     ("conditions not an object", minimal(conditions=[]), "conditions", "must be a JSON object"),

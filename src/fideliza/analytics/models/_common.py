@@ -103,6 +103,15 @@ def compress(x: FloatArray, t_x: FloatArray, T: FloatArray) -> CustomerTable:
     )
 
 
+def mean_purchase_rate(table: CustomerTable) -> float:
+    """Repeat purchases per unit of customer age over all customers: a scale for α to start at."""
+    purchases = float(table.weight @ table.x)
+    exposure = float(table.weight @ table.T)
+    if purchases <= 0 or exposure <= 0:
+        return 1.0
+    return purchases / exposure
+
+
 @dataclass(frozen=True, slots=True)
 class Optimum:
     """Where the optimizer stopped: parameters, log-likelihood and whether it converged."""

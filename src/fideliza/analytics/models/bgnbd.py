@@ -24,13 +24,18 @@ from fideliza.analytics.models._common import (
     check_rfm,
     compress,
     maximize_log_likelihood,
+    mean_purchase_rate,
 )
 from fideliza.core.errors import ValidationError
 
 
 @dataclass(frozen=True, slots=True)
 class BgNbd:
-    """BG/NBD parameters (r, α, a, b), with the log-likelihood of the data they were fit to."""
+    """BG/NBD parameters (r, α, a, b), with the log-likelihood of the data they were fit to.
+
+    `log_likelihood`, `n_customers` and `converged` describe the fit; parameters written by
+    hand (a published fit, say) leave them at NaN, 0 and True.
+    """
 
     r: float
     alpha: float
@@ -75,10 +80,7 @@ def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> BgNbd:
     table = compress(x, t_x, age)
     terms = _Terms.of(table)
     # r = a = b = 1 and α on the data's time scale (r/α ≈ the mean purchase rate).
-    mean_rate = max(
-        float(np.sum(table.weight * table.x)) / float(np.sum(table.weight * table.T)), 1e-6
-    )
-    start = np.array([1.0, 1.0 / mean_rate, 1.0, 1.0])
+    start = np.array([1.0, 1.0 / mean_purchase_rate(table), 1.0, 1.0])
     optimum = maximize_log_likelihood(
         lambda params: _log_likelihood(params, terms, gradient=True),
         start,

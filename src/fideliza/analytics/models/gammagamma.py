@@ -27,7 +27,11 @@ from fideliza.core.errors import ValidationError
 
 @dataclass(frozen=True, slots=True)
 class GammaGamma:
-    """Gamma-Gamma parameters (p, q, γ), with the log-likelihood of the data they were fit to."""
+    """Gamma-Gamma parameters (p, q, γ), with the log-likelihood of the data they were fit to.
+
+    `log_likelihood`, `n_customers` (repeat customers) and `converged` describe the fit;
+    parameters written by hand leave them at NaN, 0 and True.
+    """
 
     p: float
     q: float

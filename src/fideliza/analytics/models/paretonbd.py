@@ -22,13 +22,18 @@ from fideliza.analytics.models._common import (
     check_rfm,
     compress,
     maximize_log_likelihood,
+    mean_purchase_rate,
 )
 from fideliza.core.errors import ValidationError
 
 
 @dataclass(frozen=True, slots=True)
 class ParetoNbd:
-    """Pareto/NBD parameters (r, α, s, β), with the log-likelihood of the data they were fit to."""
+    """Pareto/NBD parameters (r, α, s, β), with the log-likelihood of the data they were fit to.
+
+    `log_likelihood`, `n_customers` and `converged` describe the fit; parameters written by
+    hand leave them at NaN, 0 and True.
+    """
 
     r: float
     alpha: float
@@ -74,9 +79,9 @@ def fit_paretonbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Par
     """Fits (r, α, s, β) by maximum likelihood (L-BFGS-B on log-parameters)."""
     x, t_x, age = check_rfm(frequency, recency, T)
     table = compress(x, t_x, age)
-    mean_rate = max(float(table.weight @ table.x) / float(table.weight @ table.T), 1e-6)
-    mean_age = max(float(table.weight @ table.T) / table.n_customers, 1e-6)
-    start = np.array([1.0, 1.0 / mean_rate, 1.0, mean_age])
+    # r = s = 1, α on the scale of the purchase rate and β on the scale of customer ages.
+    mean_age = float(table.weight @ table.T) / table.n_customers
+    start = np.array([1.0, 1.0 / mean_purchase_rate(table), 1.0, mean_age if mean_age > 0 else 1.0])
 
     def objective(params: FloatArray) -> float:
         r, alpha, s, beta = (float(v) for v in params)

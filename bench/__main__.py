@@ -1,0 +1,23 @@
+"""`make bench`: runs every benchmark in turn; each prints its own figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = [
+    ["-m", "bench.bench_ingest"],
+    [str(Path(__file__).parent / "bench_clv.py")],
+]
+
+
+def main() -> None:
+    extra = sys.argv[1:]
+    for command in BENCHMARKS:
+        print(f"\n=== {' '.join(command)} ===", flush=True)
+        subprocess.run([sys.executable, *command, *extra], check=True)
+
+
+if __name__ == "__main__":
+    main()
