@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fideliza.db import Base, Id, Json, UTCDateTime
@@ -36,9 +44,17 @@ class LedgerTransaction(Base):
 
     __tablename__ = "ledger_transactions"
     __table_args__ = (
-        UniqueConstraint("program_id", "idempotency_key"),
+        # Partial: most transactions (earnings from purchases) carry no key of their own, and
+        # an index that skips them costs the bulk ingest nothing.
+        Index(
+            "uq_ledger_transactions_idempotency_key",
+            "program_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         Index("ix_ledger_transactions_member", "member_id", "id"),
-        Index("ix_ledger_transactions_source", "program_id", "source_type", "source_ref"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

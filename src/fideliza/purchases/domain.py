@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,19 @@ class PurchaseInput:
             "store": self.store,
             "items": [[i.sku, i.category, i.quantity, str(i.unit_price)] for i in self.items],
         }
+
+    def digest(self) -> str:
+        """A SHA-256 of `content()` (a canonical repr: same content, same digest)."""
+        content = (
+            self.member_ref,
+            self.occurred_at.isoformat(),
+            str(self.amount),
+            self.currency,
+            self.channel,
+            self.store,
+            tuple((i.sku, i.category, i.quantity, str(i.unit_price)) for i in self.items),
+        )
+        return hashlib.sha256(repr(content).encode()).hexdigest()
 
 
 def _require_text(value: object, field_name: str, *, optional: bool = False) -> str | None:

@@ -20,7 +20,6 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, NotFound
-from fideliza.core.hashing import content_hash
 from fideliza.db import bulk_insert, upsert_add
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import AccountKind, AllocationKind, LotState, TxKind
@@ -137,7 +136,7 @@ def ingest_purchases(
         since=_earliest_window(ladder, purchases, timezone),
     )
     # 2. Idempotency: an external id seen before replays its first outcome or is refused.
-    hashes = [content_hash(p.content()) for p in purchases]
+    hashes = [p.digest() for p in purchases]
     existing = _existing_purchases(
         db, program_id=program.id, external_ids=[p.external_id for p in purchases]
     )

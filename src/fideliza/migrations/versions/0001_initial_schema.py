@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 17:40:57.471800
+Create Date: 2026-11-25 17:56:57.433868
 """
 
 from collections.abc import Sequence
@@ -250,18 +250,15 @@ def upgrade() -> None:
             name=op.f("fk_ledger_transactions_reverses_id_ledger_transactions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_transactions")),
-        sa.UniqueConstraint(
-            "program_id",
-            "idempotency_key",
-            name=op.f("uq_ledger_transactions_program_id_idempotency_key"),
-        ),
     )
     with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
         batch_op.create_index("ix_ledger_transactions_member", ["member_id", "id"], unique=False)
         batch_op.create_index(
-            "ix_ledger_transactions_source",
-            ["program_id", "source_type", "source_ref"],
-            unique=False,
+            "uq_ledger_transactions_idempotency_key",
+            ["program_id", "idempotency_key"],
+            unique=True,
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         )
 
     op.create_table(
@@ -654,7 +651,11 @@ def downgrade() -> None:
     op.drop_table("rule_usage")
     op.drop_table("member_months")
     with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
-        batch_op.drop_index("ix_ledger_transactions_source")
+        batch_op.drop_index(
+            "uq_ledger_transactions_idempotency_key",
+            sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        )
         batch_op.drop_index("ix_ledger_transactions_member")
 
     op.drop_table("ledger_transactions")
