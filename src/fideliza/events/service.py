@@ -84,6 +84,7 @@ def record_event(
     compiled = rules.compiled_rules(db, program_id=program.id)
     capped = rules.capped_rule_ids(compiled)
     keys = rules.UsageKeys.at(when, context.timezone)
+    rules.lock_budgets(db, rules=compiled)
     counters = rules.load_usage(db, rule_ids=capped, wanted=[(member.id, keys)])
     ladder = tiers.ladder(db, program=program)
     postings = evaluate(

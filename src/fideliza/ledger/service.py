@@ -540,33 +540,54 @@ def release(
     if found.status != HoldStatus.HELD:
         raise InvalidState(f"hold {hold_id} is {found.status}, not held", field="hold_id")
     accounts = lock_member_accounts(db, member_ids=[found.member_id])[found.member_id]
+    available_id, available_before = accounts[AccountKind.AVAILABLE]
     reason = f"{'expired' if expired else 'released'} hold {found.reference}"
-    found.final_transaction_id = post(
+    taken = db.execute(
+        select(Allocation.lot_id, Allocation.amount, Lot.state)
+        .join(Lot, Lot.id == Allocation.lot_id)
+        .where(Allocation.transaction_id == found.hold_transaction_id)
+        .order_by(Allocation.id)
+    ).all()
+    # Points of a lot that expired while they were held do not come back to life: they go to
+    # the expired account. The rest go back to their lots.
+    lapsed = sum(amount for _, amount, state in taken if state == LotState.EXPIRED)
+    back = [(lot_id, amount) for lot_id, amount, state in taken if state != LotState.EXPIRED]
+    lines = [Line(account_id=accounts[AccountKind.HELD][0], amount=-found.points, detail=reason)]
+    if found.points - lapsed:
+        lines.append(Line(account_id=available_id, amount=found.points - lapsed, detail=reason))
+    if lapsed:
+        expired_account = system_account_ids(db, program_id=program_id)[AccountKind.EXPIRED]
+        lines.append(
+            Line(account_id=expired_account, amount=lapsed, detail=f"{reason}: its lots expired")
+        )
+    found.final_transaction_id = transaction_id = post(
         db,
         program_id=program_id,
         member_id=found.member_id,
         kind=TxKind.RELEASE,
-        lines=[
-            Line(account_id=accounts[AccountKind.HELD][0], amount=-found.points, detail=reason),
-            Line(account_id=accounts[AccountKind.AVAILABLE][0], amount=found.points, detail=reason),
-        ],
+        lines=lines,
         occurred_at=now,
         now=now,
         reason=reason,
         source_type="hold",
         source_ref=found.reference,
     )
-    taken = db.execute(
-        select(Allocation.lot_id, Allocation.amount).where(
-            Allocation.transaction_id == found.hold_transaction_id
-        )
-    ).all()
     _allocate(
         db,
-        transaction_id=found.final_transaction_id,
-        takes=[(lot_id, -amount) for lot_id, amount in taken],
+        transaction_id=transaction_id,
+        takes=[(lot_id, -amount) for lot_id, amount in back],
         kind=AllocationKind.RELEASE,
     )
+    # Below zero (a return after spending), the points given back pay that debt first.
+    debt = max(0, -available_before)
+    for lot_id, amount in back:
+        if not debt:
+            break
+        paid = min(debt, amount)
+        _allocate(
+            db, transaction_id=transaction_id, takes=[(lot_id, paid)], kind=AllocationKind.DEBT
+        )
+        debt -= paid
     found.status = (HoldStatus.EXPIRED if expired else HoldStatus.RELEASED).value
     db.flush()
     return found

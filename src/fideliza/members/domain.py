@@ -38,8 +38,10 @@ def normalize_card_number(raw: str) -> str:
 
 
 def is_card_number(raw: str) -> bool:
+    """Tells whether `raw` (spaces and dashes allowed) is 16 ASCII digits with a good check digit."""
     number = normalize_card_number(raw)
-    return len(number) == CARD_LENGTH and is_valid_luhn(number)
+    # isascii: str.isdigit() also accepts digits such as "²" that int() then refuses.
+    return len(number) == CARD_LENGTH and number.isascii() and is_valid_luhn(number)
 
 
 def qr_payload(program_code: str, card_number: str) -> str:

@@ -36,6 +36,8 @@ class ProgramSettings:
 
 def parse_settings(raw: dict[str, Any] | None) -> ProgramSettings:
     """Validates a program's settings JSON; errors name the field (`settings.<name>`)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ValidationError("must be an object", field="settings")
     raw = dict(raw or {})
     unknown = set(raw) - KNOWN_SETTINGS
     if unknown:
@@ -58,16 +60,40 @@ def parse_settings(raw: dict[str, Any] | None) -> ProgramSettings:
             f"must be one of {[r.value for r in Rounding]}", field="settings.rounding"
         ) from None
     expiry = raw.get("expiry")
+    if expiry == "never":  # as the README writes it
+        expiry = None
     if expiry is not None and not isinstance(expiry, dict):
         raise ValidationError("must be an object", field="settings.expiry")
+    for name, value in (expiry or {}).items():
+        # ExpiryPolicy.from_settings would int() these: "abc" would crash, 1.9 or true pass.
+        if name not in _EXPIRY_FIELDS:
+            raise ValidationError(
+                f"unknown expiry field {name!r} (mode, days, months)", field=f"settings.expiry.{name}"
+            )
+        if name != "mode" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValidationError(
+                f"must be a whole number, got {value!r}", field=f"settings.expiry.{name}"
+            )
+    allow_negative = raw.get("allow_negative_on_return", True)
+    if not isinstance(allow_negative, bool):  # bool("false") is True
+        raise ValidationError(
+            f"must be true or false, got {allow_negative!r}",
+            field="settings.allow_negative_on_return",
+        )
+    tier_policy = raw.get("tier_policy") or {}
+    if not isinstance(tier_policy, dict):
+        raise ValidationError("must be an object", field="settings.tier_policy")
     return ProgramSettings(
         return_window_days=window,
         expiry=ExpiryPolicy.from_settings(expiry),
         rounding=rounding,
         hold_ttl_minutes=ttl,
-        allow_negative_on_return=bool(raw.get("allow_negative_on_return", True)),
-        tier_policy=dict(raw.get("tier_policy") or {}),
+        allow_negative_on_return=allow_negative,
+        tier_policy=dict(tier_policy),
     )
+
+
+_EXPIRY_FIELDS = ("mode", "days", "months")
 
 
 def require_timezone(name: str, *, field: str = "timezone") -> ZoneInfo:

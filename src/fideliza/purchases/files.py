@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fideliza.core.errors import ValidationError
-from fideliza.core.money import require_currency, to_money
+from fideliza.core.money import minor_units, require_currency, to_money
 from fideliza.purchases.domain import Item, PurchaseInput, parse_purchase
 
 REQUIRED_COLUMNS = ("external_id", "member_id", "occurred_at", "amount")
@@ -318,13 +318,15 @@ class _Parser:
     path then decides, so every error message is the reference path's own.
     """
 
-    __slots__ = ("baskets", "currency", "lines", "money")
+    __slots__ = ("basket_misses", "baskets", "currency", "decimals", "money", "remember_baskets")
 
     def __init__(self, currency: str) -> None:
         self.currency = currency
+        self.decimals = minor_units(currency)
         self.money: dict[str, Decimal] = {}
         self.baskets: dict[str, tuple[Item, ...]] = {}
-        self.lines: dict[tuple[str, int, str, str | None], Item] = {}
+        self.remember_baskets = True
+        self.basket_misses = 0
 
     def parse_csv_records(
         self, records: Iterator[list[str]], positions: list[int | None], width: int, first_line: int
@@ -358,6 +360,7 @@ class _Parser:
             failure = _unreadable(exc, line + 1)
         if line < first_line:
             return None, failure
+        self.review_caches(line - first_line + 1)
         return Batch(first_line, purchases, errors, line), failure
 
     def parse_columns(self, columns: list[list[Any]], indices: list[int], first_line: int) -> Batch:
@@ -375,6 +378,7 @@ class _Parser:
                 self._slow(row, line, purchases, errors)
             else:
                 purchases.append((line, purchase))
+        self.review_caches(count)
         return Batch(first_line, purchases, errors, first_line + count - 1)
 
     def _slow(
@@ -421,14 +425,7 @@ class _Parser:
             and (type(currency) is not str or currency.strip())
         ):
             return None
-        if type(amount) is str:
-            total = self.money.get(amount)
-            if total is None:
-                total = self._money(amount)
-        elif type(amount) is Decimal or type(amount) is int:
-            total = self._money(amount)
-        else:
-            return None
+        total = self._money(amount)
         if total is None:
             return None
         if channel is not None:
@@ -464,22 +461,51 @@ class _Parser:
             {},
         )
 
-    def _money(self, value: str | int | Decimal) -> Decimal | None:
+    def _money(self, value: object) -> Decimal | None:
         """A non-negative amount of the program's currency, or None; text is remembered."""
+        if type(value) is str:
+            amount = self.money.get(value)
+            if amount is not None:
+                return amount
+            amount = self._plain_money(value)
+            if amount is None:
+                amount = self._reference_money(value)
+                if amount is None:
+                    return None
+            if len(self.money) >= _CACHE_LIMIT:
+                self.money.clear()
+            self.money[value] = amount
+            return amount
+        if type(value) is Decimal or type(value) is int:
+            return self._reference_money(value)
+        return None
+
+    def _plain_money(self, text: str) -> Decimal | None:
+        """Reads "123.45" (exactly the currency's decimals, ASCII digits, no sign) directly.
+
+        Such text is what to_money would quantize to itself, so Decimal(text) is its result.
+        """
+        whole, dot, fraction = text.partition(".")
+        if (
+            len(fraction) == self.decimals
+            and bool(dot) == bool(self.decimals)
+            and 0 < len(whole) <= 18
+            and text.isascii()
+            and whole.isdigit()
+            and (not fraction or fraction.isdigit())
+        ):
+            return Decimal(text)
+        return None
+
+    def _reference_money(self, value: str | int | Decimal) -> Decimal | None:
         try:
             amount = to_money(value, self.currency)
         except (ValidationError, ArithmeticError):
             return None
-        if amount < 0:
-            return None
-        if type(value) is str:
-            if len(self.money) >= _CACHE_LIMIT:
-                self.money.clear()
-            self.money[value] = amount
-        return amount
+        return None if amount < 0 else amount
 
     def _basket(self, text: str) -> tuple[Item, ...] | None:
-        """The items of a JSON array text, or None; remembered by the text."""
+        """The items of a JSON array text, or None; remembered by the text while that pays."""
         basket: tuple[Item, ...] = ()
         if text.strip():
             try:
@@ -487,88 +513,73 @@ class _Parser:
                 raw_items, end = _JSON_SCAN(text, 0)
             except (StopIteration, ValueError):
                 return None
-            if end != len(text):
-                return None
-            if type(raw_items) is not list:
+            if end != len(text) or type(raw_items) is not list:
                 return None
             parsed = self._items(raw_items)
             if parsed is None:
                 return None
             basket = parsed
-        if len(self.baskets) >= _CACHE_LIMIT:
-            self.baskets.clear()
-        self.baskets[text] = basket
+        self.basket_misses += 1
+        if self.remember_baskets:
+            if len(self.baskets) >= _CACHE_LIMIT:
+                self.baskets.clear()
+            self.baskets[text] = basket
         return basket
 
     def _items(self, raw_items: list[Any]) -> tuple[Item, ...] | None:
         basket: list[Item] = []
-        lines = self.lines
         for raw in raw_items:
             if type(raw) is not dict:
                 return None
             sku = raw.get("sku")
             quantity = raw.get("quantity", 1)
-            unit_price = raw.get("unit_price")
             category = raw.get("category")
-            # Exact types only: bool is an int, and `True` must not find the item cached for 1.
+            # Exact types only: bool is an int, and a bool quantity is an error.
             if type(sku) is not str or type(quantity) is not int:
                 return None
-            if category is not None and type(category) is not str:
+            sku = sku.strip()
+            if not sku:
                 return None
-            if type(unit_price) is str:
-                key = (sku, quantity, unit_price, category)
-                item = lines.get(key)
-                if item is None:
-                    item = self._item(sku, quantity, unit_price, category)
-                    if item is None:
-                        return None
-                    if len(lines) >= _CACHE_LIMIT:
-                        lines.clear()
-                    lines[key] = item
-            elif type(unit_price) is Decimal or type(unit_price) is int:
-                item = self._item(sku, quantity, unit_price, category)
-                if item is None:
+            if category is not None:
+                if type(category) is not str:
                     return None
-            else:
-                return None
-            basket.append(item)
-        return tuple(basket)
-
-    def _item(
-        self, sku: str, quantity: int, unit_price: str | int | Decimal, category: str | None
-    ) -> Item | None:
-        sku = sku.strip()
-        if not sku or quantity <= 0:
-            return None
-        price = self.money.get(unit_price) if type(unit_price) is str else None
-        if price is None:
-            price = self._money(unit_price)
+                category = category.strip() or None
+            price = self._money(raw.get("unit_price"))
             if price is None:
                 return None
-        if category is not None:
-            category = category.strip() or None
-        return Item(sku=sku, quantity=quantity, unit_price=price, category=category)
+            basket.append(_new_item(sku, quantity, price, category))
+        return tuple(basket)
+
+    def review_caches(self, rows: int) -> None:
+        """Stops remembering baskets when most of them were new (they were all different)."""
+        if self.remember_baskets and rows >= 1_000 and self.basket_misses > rows // 2:
+            self.remember_baskets = False
+            self.baskets.clear()
+        self.basket_misses = 0
 
 
-def _purchase_factory() -> Callable[..., PurchaseInput]:
-    """Returns a constructor of PurchaseInput taking its fields in order, as fast as it gets.
-
-    A frozen dataclass sets each field through object.__setattr__; filling the slots directly
-    halves the cost of the most numerous object of an import. That is only the same thing while
-    the dataclass's __init__ does nothing else, so anything unexpected gets the real constructor.
-    """
-    fields = dataclasses.fields(PurchaseInput)
-    plain = (
-        dataclasses.is_dataclass(PurchaseInput)
-        and not hasattr(PurchaseInput, "__post_init__")
-        and tuple(f.name for f in fields) == getattr(PurchaseInput, "__slots__", ())
-        and all(f.init and not isinstance(f.type, dataclasses.InitVar) for f in fields)
-        and len(fields) == 9
+def _plain_dataclass(cls: type, names: tuple[str, ...]) -> bool:
+    """Whether `cls` is a slotted dataclass whose __init__ only stores `names`, in that order."""
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return False
+    fields = dataclasses.fields(cls)
+    return (
+        tuple(f.name for f in fields) == names == getattr(cls, "__slots__", ())
+        and all(f.init for f in fields)
+        and all(type(vars(cls).get(name)).__name__ == "member_descriptor" for name in names)
     )
-    if not plain:
+
+
+# A frozen dataclass sets each field through object.__setattr__; filling the slots directly
+# halves the cost of the most numerous objects of an import. That is the same thing only while
+# __init__ does nothing else, so anything unexpected gets the real constructor.
+def _purchase_factory() -> Callable[..., PurchaseInput]:
+    names = ("external_id", "member_ref", "occurred_at", "amount", "currency", "channel",
+             "store", "items", "attributes")  # fmt: skip
+    if not _plain_dataclass(PurchaseInput, names):
         return PurchaseInput
     new = object.__new__
-    s0, s1, s2, s3, s4, s5, s6, s7, s8 = (vars(PurchaseInput)[f.name].__set__ for f in fields)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = (vars(PurchaseInput)[name].__set__ for name in names)
 
     def make(
         a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any, i: Any
@@ -588,7 +599,26 @@ def _purchase_factory() -> Callable[..., PurchaseInput]:
     return make
 
 
+def _item_factory() -> Callable[[str, int, Decimal, str | None], Item]:
+    names = ("sku", "quantity", "unit_price", "category")
+    if not _plain_dataclass(Item, names):
+        return Item
+    new = object.__new__
+    s0, s1, s2, s3 = (vars(Item)[name].__set__ for name in names)
+
+    def make(sku: str, quantity: int, unit_price: Decimal, category: str | None) -> Item:
+        item = new(Item)
+        s0(item, sku)
+        s1(item, quantity)
+        s2(item, unit_price)
+        s3(item, category)
+        return item
+
+    return make
+
+
 _new_purchase = _purchase_factory()
+_new_item = _item_factory()
 
 
 def _width_error(record: list[str], positions: list[int | None], width: int, line: int) -> RowError:

@@ -186,6 +186,7 @@ def ingest_purchases(
     keys = {
         position: rules.UsageKeys.at(purchases[position].occurred_at, timezone) for position in todo
     }
+    rules.lock_budgets(db, rules=compiled)
     counters = rules.load_usage(
         db,
         rule_ids=sorted(capped),

@@ -233,6 +233,40 @@ def load_usage(
     return found
 
 
+def lock_budgets(db: Session, *, rules: Iterable[CompiledRule]) -> None:
+    """Locks the counters of rules with a campaign budget until the transaction ends.
+
+    Without it, two purchases committing at once could both see room left in a budget and
+    together overspend it. Callers lock their members first, then budgets (always in this
+    order, by rule id), so lockers never deadlock. SQLite needs nothing: its writers already
+    run one at a time.
+    """
+    budgeted = sorted(
+        r.rule_id for r in rules if r.definition.caps is not None and r.definition.caps.budget
+    )
+    if not budgeted or db.get_bind().dialect.name != "postgresql":
+        return
+    upsert_add(
+        db,
+        RuleUsageRow.__table__,
+        keys=("rule_id", "member_id", "period"),
+        add=("points",),
+        rows=[
+            {"rule_id": r, "member_id": EVERYONE, "period": TOTAL, "points": 0} for r in budgeted
+        ],
+    )
+    db.execute(
+        select(RuleUsageRow.rule_id)
+        .where(
+            RuleUsageRow.rule_id.in_(budgeted),
+            RuleUsageRow.member_id == EVERYONE,
+            RuleUsageRow.period == TOTAL,
+        )
+        .order_by(RuleUsageRow.rule_id)
+        .with_for_update()
+    ).all()
+
+
 def usage_view(
     counters: Mapping[tuple[int, int, str], int],
     *,
