@@ -43,6 +43,11 @@ class Base(DeclarativeBase):
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
+# The program of a row in a high-volume table (purchases, ledger transactions, lots …), without
+# a foreign key: a key would make every insert lock the one program row (FOR KEY SHARE on
+# PostgreSQL), a queue all writers of a program wait in. The member's key already ties the
+# row to a real member, and services only ever write a member's own program id.
+ProgramId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

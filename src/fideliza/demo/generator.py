@@ -568,8 +568,7 @@ def generate_purchases(
     With `n_purchases` the total is exactly that many (for benchmarks); otherwise it follows
     from each member's usage group, enrolment and churn.
     """
-    if minor_units(currency) != 2:
-        raise ValidationError("demo prices have 2 decimals; pick such a currency", field="currency")
+    _require_cents(currency)
     plan = _plan(
         members,
         seed=seed,
@@ -580,6 +579,29 @@ def generate_purchases(
         n_purchases=n_purchases,
     )
     return _purchases(plan, members, currency, stores, channels)
+
+
+class _Chunk(NamedTuple):
+    """Up to _CHUNK consecutive purchases of a plan, as Python values."""
+
+    first_number: int  # the 1-based number of the chunk's first purchase
+    lines: list[tuple[int, int, int]]  # (product, quantity, price in cents) of every item
+    starts: list[int]  # purchase k has lines[starts[k]:starts[k + 1]]
+    # (member, day, second, channel, store, amount in cents) of every purchase
+    rows: list[tuple[int, int, int, int, int, int]]
+
+
+def _chunks(plan: _Plan) -> Iterator[_Chunk]:
+    total = len(plan.member)
+    for low in range(0, total, _CHUNK):
+        high = min(low + _CHUNK, total)
+        starts = plan.item_start[low : high + 1]
+        first, last = int(starts[0]), int(starts[-1])
+        item_columns = (plan.item_sku, plan.item_quantity, plan.item_price_cents)
+        lines = list(zip(*(c[first:last].tolist() for c in item_columns), strict=True))
+        columns = (plan.member, plan.day, plan.second, plan.channel, plan.store, plan.amount_cents)
+        rows = list(zip(*(c[low:high].tolist() for c in columns), strict=True))
+        yield _Chunk(low + 1, lines, (starts - first).tolist(), rows)
 
 
 def _purchases(
@@ -594,36 +616,20 @@ def _purchases(
     items: dict[tuple[int, int, int], Item] = {}
     money: dict[int, Decimal] = {}
     store_names: list[str | None] = [*stores, None]  # index -1 is "no store"
-    total = len(plan.member)
-    for low in range(0, total, _CHUNK):
-        high = min(low + _CHUNK, total)
-        starts = plan.item_start[low : high + 1].tolist()
-        first, last = starts[0], starts[-1]
-        skus = plan.item_sku[first:last].tolist()
-        quantities = plan.item_quantity[first:last].tolist()
-        prices = plan.item_price_cents[first:last].tolist()
+    for chunk in _chunks(plan):
         lines: list[Item] = []
-        for key in zip(skus, quantities, prices, strict=True):
+        for key in chunk.lines:
             item = items.get(key)
             if item is None:
                 product = CATALOG[key[0]]
                 item = Item(product.sku, key[1], _cents(key[2], money), product.category)
                 items[key] = item
             lines.append(item)
-        for k, (m, d, s, c, st, amount) in enumerate(
-            zip(
-                plan.member[low:high].tolist(),
-                plan.day[low:high].tolist(),
-                plan.second[low:high].tolist(),
-                plan.channel[low:high].tolist(),
-                plan.store[low:high].tolist(),
-                plan.amount_cents[low:high].tolist(),
-                strict=True,
-            )
-        ):
+        starts = chunk.starts
+        for k, (m, d, s, c, st, amount) in enumerate(chunk.rows):
             y, mo, dd = ymd[d]
             yield PurchaseInput(
-                external_id=f"P{low + k + 1:09d}",
+                external_id=f"P{chunk.first_number + k:09d}",
                 member_ref=member_refs[m],
                 occurred_at=datetime(
                     y, mo, dd, s // 3600, s // 60 % 60, s % 60, tzinfo=PROGRAM_TIMEZONE
@@ -632,9 +638,14 @@ def _purchases(
                 currency=currency,
                 channel=channels[c],
                 store=store_names[st],
-                items=tuple(lines[starts[k] - first : starts[k + 1] - first]),
+                items=tuple(lines[starts[k] : starts[k + 1]]),
                 attributes={},
             )
+
+
+def _require_cents(currency: str) -> None:
+    if minor_units(currency) != 2:
+        raise ValidationError("demo prices have 2 decimals; pick such a currency", field="currency")
 
 
 def _cents(cents: int, cache: dict[int, Decimal]) -> Decimal:
@@ -830,6 +841,7 @@ def write_bench_csv(
     The file is byte for byte what write_purchases_csv writes for
     generate_purchases(generate_members(...), n_purchases=...) with the same seed, only faster.
     """
+    _require_cents(currency)
     members = generate_members(n_members, seed=seed, start=start, end=end)
     plan = _plan(
         members,
@@ -842,6 +854,7 @@ def write_bench_csv(
     )
     member_refs = [m.external_id for m in members]
     day_text = [d.isoformat() + "T" for d in plan.days]
+    # Shops open 7:00-23:00, after the 2-3 h daylight-saving switch: one offset per day.
     offset_text = [
         datetime(d.year, d.month, d.day, 12, tzinfo=PROGRAM_TIMEZONE).isoformat()[-6:]
         for d in plan.days
@@ -851,50 +864,30 @@ def write_bench_csv(
     ]
     fragments: dict[tuple[int, int, int], str] = {}
     store_names = [*DEFAULT_STORES, ""]
-    total = len(plan.member)
     with _open_text_for_writing(Path(path)) as stream:
         writer = csv.writer(stream, lineterminator="\n")
         writer.writerow(COLUMNS)
-        for low in range(0, total, _CHUNK):
-            high = min(low + _CHUNK, total)
-            starts = plan.item_start[low : high + 1].tolist()
-            first, last = starts[0], starts[-1]
+        for chunk in _chunks(plan):
             lines: list[str] = []
-            for key in zip(
-                plan.item_sku[first:last].tolist(),
-                plan.item_quantity[first:last].tolist(),
-                plan.item_price_cents[first:last].tolist(),
-                strict=True,
-            ):
+            for key in chunk.lines:
                 fragment = fragments.get(key)
                 if fragment is None:
                     product = CATALOG[key[0]]
                     item = Item(product.sku, key[1], Decimal(key[2]).scaleb(-2), product.category)
                     fragment = fragments[key] = _items_json([item])[1:-1]
                 lines.append(fragment)
-            rows = []
-            for k, (m, d, s, c, st, amount) in enumerate(
-                zip(
-                    plan.member[low:high].tolist(),
-                    plan.day[low:high].tolist(),
-                    plan.second[low:high].tolist(),
-                    plan.channel[low:high].tolist(),
-                    plan.store[low:high].tolist(),
-                    plan.amount_cents[low:high].tolist(),
-                    strict=True,
+            starts = chunk.starts
+            writer.writerows(
+                (
+                    f"P{chunk.first_number + k:09d}",
+                    member_refs[m],
+                    day_text[d] + clock_text[s] + offset_text[d],
+                    _cents_text(amount),
+                    currency,
+                    DEFAULT_CHANNELS[c],
+                    store_names[st],
+                    "[" + ",".join(lines[starts[k] : starts[k + 1]]) + "]",
                 )
-            ):
-                rows.append(
-                    (
-                        f"P{low + k + 1:09d}",
-                        member_refs[m],
-                        day_text[d] + clock_text[s] + offset_text[d],
-                        _cents_text(amount),
-                        currency,
-                        DEFAULT_CHANNELS[c],
-                        store_names[st],
-                        "[" + ",".join(lines[starts[k] - first : starts[k + 1] - first]) + "]",
-                    )
-                )
-            writer.writerows(rows)
-    return total
+                for k, (m, d, s, c, st, amount) in enumerate(chunk.rows)
+            )
+    return len(plan.member)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fideliza.db import Base, Id, Json, UTCDateTime
+from fideliza.db import Base, Id, Json, ProgramId, UTCDateTime
 
 
 class MemberEvent(Base):
@@ -21,7 +21,7 @@ class MemberEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ProgramId)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     external_id: Mapped[str] = mapped_column(String(100))
     content_hash: Mapped[str] = mapped_column(String(64))

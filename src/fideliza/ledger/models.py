@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fideliza.db import Base, Id, Json, UTCDateTime
+from fideliza.db import Base, Id, Json, ProgramId, UTCDateTime
 
 
 class Account(Base):
@@ -58,7 +58,7 @@ class LedgerTransaction(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ProgramId)
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     kind: Mapped[str] = mapped_column(String(20))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -98,7 +98,7 @@ class Lot(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ProgramId)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     earn_transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
     amount: Mapped[int] = mapped_column(BigInteger)

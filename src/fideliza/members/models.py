@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Date, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fideliza.db import Base, Id, Json, Money, UTCDateTime
+from fideliza.db import Base, Id, Json, Money, ProgramId, UTCDateTime
 
 
 class Member(Base):
@@ -62,7 +62,7 @@ class MemberMonth(Base):
 
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     month: Mapped[date] = mapped_column(Date, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ProgramId)
     spend: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     points_earned: Mapped[int] = mapped_column(BigInteger, default=0)
     purchases: Mapped[int] = mapped_column(default=0)

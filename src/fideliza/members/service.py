@@ -36,6 +36,10 @@ _PROFILE_FIELDS = (
 )
 
 
+# What `null` means for the profile fields that cannot be empty (the enrolment defaults).
+_RESET_TO: dict[str, Any] = {"locale": "es", "consent": {}, "attributes": {}}
+
+
 def _profile_of(member: Member) -> dict[str, Any]:
     return {name: getattr(member, name) for name in _PROFILE_FIELDS}
 
@@ -212,6 +216,8 @@ def update_profile(
     payload = validate(MemberUpdate, changes)
     updates = payload.model_dump(exclude_unset=True)
     for name, value in updates.items():
+        if value is None and name in _RESET_TO:  # NOT NULL columns: null resets, as on enrol
+            value = type(_RESET_TO[name])(_RESET_TO[name])
         setattr(member, name, value)
     programs.audit(
         db,

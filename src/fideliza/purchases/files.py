@@ -425,9 +425,11 @@ class _Parser:
             and (type(currency) is not str or currency.strip())
         ):
             return None
-        total = self._money(amount)
+        total = self.money.get(amount) if type(amount) is str else None
         if total is None:
-            return None
+            total = self._money(amount)
+            if total is None:
+                return None
         if channel is not None:
             if type(channel) is not str:
                 return None
@@ -535,7 +537,7 @@ class _Parser:
             quantity = raw.get("quantity", 1)
             category = raw.get("category")
             # Exact types only: bool is an int, and a bool quantity is an error.
-            if type(sku) is not str or type(quantity) is not int:
+            if type(sku) is not str or type(quantity) is not int or quantity <= 0:
                 return None
             sku = sku.strip()
             if not sku:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fideliza.db import Base, Id, Json, Money, UTCDateTime
+from fideliza.db import Base, Id, Json, Money, ProgramId, UTCDateTime
 
 
 class Purchase(Base):
@@ -22,7 +22,7 @@ class Purchase(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ProgramId)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     external_id: Mapped[str] = mapped_column(String(100))
     content_hash: Mapped[str] = mapped_column(String(64))
@@ -45,7 +45,7 @@ class Return(Base):
     __table_args__ = (UniqueConstraint("program_id", "external_id"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ProgramId)
     purchase_id: Mapped[int] = mapped_column(ForeignKey("purchases.id"), index=True)
     external_id: Mapped[str] = mapped_column(String(100))
     content_hash: Mapped[str] = mapped_column(String(64))

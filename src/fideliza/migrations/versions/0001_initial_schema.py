@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 17:56:57.433868
+Create Date: 2026-11-25 17:59:52.112692
 """
 
 from collections.abc import Sequence
@@ -242,9 +242,6 @@ def upgrade() -> None:
             ["member_id"], ["members.id"], name=op.f("fk_ledger_transactions_member_id_members")
         ),
         sa.ForeignKeyConstraint(
-            ["program_id"], ["programs.id"], name=op.f("fk_ledger_transactions_program_id_programs")
-        ),
-        sa.ForeignKeyConstraint(
             ["reverses_id"],
             ["ledger_transactions.id"],
             name=op.f("fk_ledger_transactions_reverses_id_ledger_transactions"),
@@ -275,9 +272,6 @@ def upgrade() -> None:
         sa.Column("purchases", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["member_id"], ["members.id"], name=op.f("fk_member_months_member_id_members")
-        ),
-        sa.ForeignKeyConstraint(
-            ["program_id"], ["programs.id"], name=op.f("fk_member_months_program_id_programs")
         ),
         sa.PrimaryKeyConstraint("member_id", "month", name=op.f("pk_member_months")),
     )
@@ -390,9 +384,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["member_id"], ["members.id"], name=op.f("fk_member_events_member_id_members")
         ),
-        sa.ForeignKeyConstraint(
-            ["program_id"], ["programs.id"], name=op.f("fk_member_events_program_id_programs")
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_member_events")),
         sa.UniqueConstraint(
             "program_id", "external_id", name=op.f("uq_member_events_program_id_external_id")
@@ -484,9 +475,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["member_id"], ["members.id"], name=op.f("fk_point_lots_member_id_members")
         ),
-        sa.ForeignKeyConstraint(
-            ["program_id"], ["programs.id"], name=op.f("fk_point_lots_program_id_programs")
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_point_lots")),
     )
     with op.batch_alter_table("point_lots", schema=None) as batch_op:
@@ -531,9 +519,6 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(
             ["member_id"], ["members.id"], name=op.f("fk_purchases_member_id_members")
-        ),
-        sa.ForeignKeyConstraint(
-            ["program_id"], ["programs.id"], name=op.f("fk_purchases_program_id_programs")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_purchases")),
         sa.UniqueConstraint(
@@ -587,9 +572,6 @@ def upgrade() -> None:
         sa.Column("points_reversed", sa.BigInteger(), nullable=False),
         sa.Column(
             "transaction_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-        ),
-        sa.ForeignKeyConstraint(
-            ["program_id"], ["programs.id"], name=op.f("fk_returns_program_id_programs")
         ),
         sa.ForeignKeyConstraint(
             ["purchase_id"], ["purchases.id"], name=op.f("fk_returns_purchase_id_purchases")
