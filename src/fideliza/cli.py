@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from fideliza.config import get_settings
 from fideliza.core.clock import parse_timestamp
-from fideliza.core.errors import FidelizaError
+from fideliza.core.errors import FidelizaError, ValidationError
 from fideliza.db import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(no_args_is_help=True, help="Fideliza: loyalty points, rules, tiers and insight.")
@@ -77,7 +78,7 @@ def _program_code(factory: sessionmaker[Session], code: str | None) -> str:
 
 def _fail(error: FidelizaError) -> None:
     field = f"[bold]{error.field}[/bold]: " if error.field else ""
-    errors.print(f"[red]error[/red] ({error.code}) {field}{error.message}")
+    errors.print(f"[red]error[/red] ({error.code}) {field}{escape(error.message)}")
     raise typer.Exit(2)
 
 
@@ -231,13 +232,13 @@ def import_purchases(
         console.print(
             f"{report.rows_read} rows read: {report.recorded} purchases recorded "
             f"({report.points} points), {report.replayed} already there, "
-            f"{len(report.errors)} bad rows"
+            f"{report.error_count} bad rows"
         )
         for error in report.errors[:50]:
-            console.print(f"  line {error.line}: {error.field or '-'}: {error.message}")
-        if len(report.errors) > 50:
-            console.print(f"  … and {len(report.errors) - 50} more")
-        if report.errors:
+            console.print(f"  line {error.line}: {error.field or '-'}: {escape(error.message)}")
+        if report.error_count > 50:
+            console.print(f"  … and {report.error_count - 50} more")
+        if report.error_count:
             raise typer.Exit(1)
 
     _run(work)
@@ -316,8 +317,12 @@ def member_show(
                 console.print(f"tier {status.code or '-'} (metric {status.metric}{following})")
             table = Table("when", "kind", "points", "why")
             for line in member_history(db, member_id=member.id, limit=history):
+                # escape: "[rule 3 v1]" in a why is text, not Rich markup (it would vanish).
                 table.add_row(
-                    f"{line.occurred_at:%Y-%m-%d %H:%M}", line.kind, f"{line.points:+d}", line.why
+                    f"{line.occurred_at:%Y-%m-%d %H:%M}",
+                    line.kind,
+                    f"{line.points:+d}",
+                    escape(line.why),
                 )
             console.print(table)
 
@@ -331,9 +336,13 @@ def ledger_check(database_url: DatabaseOption = None, program: ProgramOption = N
     from fideliza.programs import service as programs
 
     factory = _factory(database_url)
-    with factory() as db:
-        program_id = programs.get_by_code(db, code=program).id if program else None
-        found = check_ledger(db, program_id=program_id)
+
+    def work() -> list[Any]:
+        with factory() as db:
+            program_id = programs.get_by_code(db, code=program).id if program else None
+            return check_ledger(db, program_id=program_id)
+
+    found = _run(work)  # an unknown program is a usage error (2), not a difference (1)
     for discrepancy in found:
         console.print(f"[red]✗[/red] {discrepancy}")
     if found:
@@ -362,15 +371,21 @@ def dry_run(
         with factory() as db:
             found = programs.get_by_code(db, code=_program_code(factory, program))
             who = members.find(db, program_id=found.id, external_id=member) if member else None
-            result = purchases.dry_run(
-                db, program=found, data=json.loads(file.read_text()), member=who
-            )
+            try:
+                basket = json.loads(file.read_text())
+            except json.JSONDecodeError as error:
+                raise ValidationError(f"is not valid JSON: {error}", field="file") from None
+            if not isinstance(basket, dict):
+                raise ValidationError("must hold one purchase (a JSON object)", field="file")
+            result = purchases.dry_run(db, program=found, data=basket, member=who)
             console.print(f"[bold]{result.points}[/bold] {found.points_name}")
             for posting in result.postings:
-                console.print(f"  {posting.points:+d}  {posting.reason}")
+                console.print(f"  {posting.points:+d}  {escape(posting.reason)}")
             for check in result.checks:
                 mark = "[green]✓[/green]" if check.matched else "[dim]✗[/dim]"
-                console.print(f"  {mark} {check.name} v{check.rule_version}: {check.detail}")
+                console.print(
+                    f"  {mark} {escape(check.name)} v{check.rule_version}: {escape(check.detail)}"
+                )
 
     _run(work)
 

@@ -75,8 +75,8 @@ DEMO_RULES: list[dict[str, Any]] = [
 DEMO_TIERS: dict[str, Any] = {
     "levels": [
         {"code": "BRONZE", "name": "Bronze", "rank": 1, "threshold": "0", "multiplier": "1"},
-        {"code": "SILVER", "name": "Silver", "rank": 2, "threshold": "600", "multiplier": "1.25"},
-        {"code": "GOLD", "name": "Gold", "rank": 3, "threshold": "1500", "multiplier": "1.5"},
+        {"code": "SILVER", "name": "Silver", "rank": 2, "threshold": "300", "multiplier": "1.25"},
+        {"code": "GOLD", "name": "Gold", "rank": 3, "threshold": "800", "multiplier": "1.5"},
     ],
     "policy": {"basis": "points", "period": "calendar_year", "grace_periods": 1},
 }
@@ -163,21 +163,23 @@ def _ingest(factory: sessionmaker[Session], batch: list[Any], now: datetime) -> 
 
 
 def _returns(factory: sessionmaker[Session], returns: list[Any], now: datetime) -> None:
-    for item in returns:
-        try:
-            with unit_of_work(factory) as db:
-                program = programs.get_by_code(db, code=DEMO_CODE)
-                purchases.record_return(
-                    db,
-                    program=program,
-                    purchase_external_id=item.purchase_external_id,
-                    external_id=item.return_external_id,
-                    occurred_at=min(item.returned_at, now),
-                    now=now,
-                    items=[{"sku": sku, "quantity": quantity} for sku, quantity in item.lines],
-                )
-        except FidelizaError:
-            continue  # a generated return the rules refuse (e.g. nothing left to return) is skipped
+    """Records the generated returns; one the rules refuse (nothing left to return) is skipped."""
+    with unit_of_work(factory) as db:
+        program = programs.get_by_code(db, code=DEMO_CODE)
+        for item in returns:
+            try:
+                with db.begin_nested():  # a savepoint: a refused return leaves nothing behind
+                    purchases.record_return(
+                        db,
+                        program=program,
+                        purchase_external_id=item.purchase_external_id,
+                        external_id=item.return_external_id,
+                        occurred_at=min(item.returned_at, now),
+                        now=now,
+                        items=[{"sku": sku, "quantity": quantity} for sku, quantity in item.lines],
+                    )
+            except FidelizaError:
+                continue
 
 
 def _redemptions(factory: sessionmaker[Session], *, seed: int, now: datetime) -> None:
@@ -235,6 +237,12 @@ def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
                 .group_by(Member.tier_code)
             ).all()
         )
+        usage: dict[str, int] = {}
+        for attributes in db.scalars(
+            select(Member.attributes).where(Member.program_id == program.id)
+        ):
+            group = str((attributes or {}).get("usage", "unknown"))
+            usage[group] = usage.get(group, 0) + 1
         sample_member = db.scalar(
             select(Member.external_id).where(Member.program_id == program.id).limit(1)
         )
@@ -253,6 +261,7 @@ def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
             "points_issued": -account_total(AccountKind.ISSUANCE),
             "points_redeemed": account_total(AccountKind.REDEEMED),
             "points_expired": account_total(AccountKind.EXPIRED),
+            "usage_groups": dict(sorted(usage.items())),
             "tiers": {
                 str(k or "none"): v
                 for k, v in sorted(tiers_count.items(), key=lambda kv: str(kv[0]))

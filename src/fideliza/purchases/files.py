@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
@@ -34,6 +34,10 @@ _CACHE_LIMIT = 50_000
 _JSON = json.JSONDecoder(parse_float=Decimal)
 _JSON_SCAN: Callable[[str, int], tuple[Any, int]] = _JSON.scan_once  # type: ignore[attr-defined]
 _FINGERPRINT_CHUNK = 1 << 20
+# What reading text can raise: bad CSV quoting, bytes that are not UTF-8, a broken gzip stream.
+_UNREADABLE = (csv.Error, UnicodeDecodeError, OSError, EOFError)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 Row = Sequence[Any]  # the values of COLUMNS, in that order; None or "" means absent
 
@@ -78,6 +82,8 @@ def read_purchases(
     if skip_rows < 0:
         raise ValidationError(f"must not be negative, got {skip_rows}", field="skip_rows")
     path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"is not a file: {str(path)!r}", field="path")
     name = path.name.lower()
     if name.endswith(CSV_SUFFIXES):
         return _read_csv(path, program_currency, batch_size, skip_rows)
@@ -111,9 +117,10 @@ def _column_positions(header: Sequence[str]) -> list[int | None]:
         seen.add(name)
     missing = [column for column in REQUIRED_COLUMNS if column not in seen]
     if missing:
+        also = f"; {', '.join(missing[1:])} are missing too" if missing[1:] else ""
         raise ValidationError(
-            f"is a required column but the header has no {', '.join(missing)} "
-            f"(found: {', '.join(names) or 'nothing'})",
+            f"is a required column but the header has none (found: "
+            f"{', '.join(names) or 'nothing'}{also})",
             field=missing[0],
         )
     return [names.index(column) if column in seen else None for column in COLUMNS]
@@ -147,7 +154,7 @@ def _read_csv(path: Path, currency: str, batch_size: int, skip_rows: int) -> Ite
 def _next_record(reader: Iterator[list[str]], *, line: int) -> list[str] | None:
     try:
         return next(reader, None)
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except _UNREADABLE as exc:
         raise _unreadable(exc, line) from None
 
 
@@ -169,7 +176,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _unreadable(exc: csv.Error | UnicodeDecodeError, line: int) -> ValidationError:
+def _unreadable(exc: Exception, line: int) -> ValidationError:
     if isinstance(exc, UnicodeDecodeError):
         # Text is decoded ahead in chunks, so the bad byte is somewhere at or after `line`.
         bad = exc.object[exc.start : exc.start + 1]
@@ -177,7 +184,9 @@ def _unreadable(exc: csv.Error | UnicodeDecodeError, line: int) -> ValidationErr
             f"is not UTF-8 text: byte {bad!r} ({exc.reason}) at line {line} or soon after",
             field="file",
         )
-    return ValidationError(f"cannot be read as CSV at line {line}: {exc}", field="file")
+    if isinstance(exc, csv.Error):
+        return ValidationError(f"cannot be read as CSV at line {line}: {exc}", field="file")
+    return ValidationError(f"cannot be read at line {line} or soon after: {exc}", field="file")
 
 
 def _csv_batches(
@@ -194,7 +203,7 @@ def _csv_batches(
         try:
             for _ in islice(reader, skip_rows):
                 line += 1
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except _UNREADABLE as exc:
             raise _unreadable(exc, line + 1) from None
         parser = _Parser(currency)
         while True:
@@ -240,22 +249,22 @@ def _parquet_batches(
             to_skip -= rows_in_group
             continue
         groups.append(group)
-    if not groups:
-        return
     parser = _Parser(currency)
     line = skip_rows  # the last line already done; Parquet lines are row index + 1
     pending: list[list[Any]] = [[] for _ in present]
-    record_batches = parquet.iter_batches(
-        batch_size=batch_size, row_groups=groups, columns=[name for _, name in present]
-    )
     with parquet:
+        if not groups:
+            return
+        record_batches = parquet.iter_batches(
+            batch_size=batch_size, row_groups=groups, columns=[name for _, name in present]
+        )
         for record_batch in record_batches:
             if to_skip:
                 dropped = min(to_skip, record_batch.num_rows)
                 record_batch = record_batch.slice(dropped)
                 to_skip -= dropped
             for values, column in zip(pending, record_batch.columns, strict=True):
-                values.extend(column.to_pylist())
+                values.extend(_python_values(column))
             while len(pending[0]) >= batch_size:
                 chunk = [values[:batch_size] for values in pending]
                 pending = [values[batch_size:] for values in pending]
@@ -267,6 +276,53 @@ def _parquet_batches(
             with _collector_paused():
                 batch = parser.parse_columns(pending, [i for i, _ in present], line + 1)
             yield batch
+
+
+def _python_values(array: Any) -> list[Any]:
+    """The values of an Arrow array as Python objects the fast path reads best.
+
+    Decimals become their text ("4.90", what to_money makes of either), aware timestamps
+    aware UTC datetimes (the same instants) and lists of structs lists of dicts, each built
+    column by column: pyarrow's own to_pylist is several times slower on these types.
+    """
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_decimal(kind):
+        return list(array.cast(pa.string()).to_pylist())
+    if pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit in _MICROSECONDS:
+        step = _MICROSECONDS[kind.unit]
+        try:
+            return [
+                None if ticks is None else _EPOCH + timedelta(microseconds=ticks * step)
+                for ticks in array.cast(pa.int64()).to_pylist()
+            ]
+        except OverflowError:  # beyond datetime's years: let pyarrow say what it makes of it
+            return list(array.to_pylist())
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_struct(
+        kind.value_type
+    ):
+        return _struct_lists(array)
+    return list(array.to_pylist())
+
+
+def _struct_lists(array: Any) -> list[Any]:
+    offsets = array.offsets.to_pylist()
+    structs = array.values.slice(offsets[0], offsets[-1] - offsets[0])
+    names = [structs.type.field(i).name for i in range(structs.type.num_fields)]
+    columns = [_python_values(structs.field(i)) for i in range(len(names))]
+    present = structs.is_valid().to_pylist()
+    items = [
+        dict(zip(names, values, strict=True)) if valid else None
+        for valid, values in zip(present, zip(*columns, strict=True), strict=True)
+    ]
+    base = offsets[0]
+    return [
+        items[start - base : end - base] if valid else None
+        for valid, start, end in zip(
+            array.is_valid().to_pylist(), offsets[:-1], offsets[1:], strict=True
+        )
+    ]
 
 
 # --- rows: the reference path -----------------------------------------------------------------
@@ -356,7 +412,7 @@ class _Parser:
                     self._slow(row, line, purchases, errors)
                 else:
                     purchases.append((line, purchase))
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except _UNREADABLE as exc:
             failure = _unreadable(exc, line + 1)
         if line < first_line:
             return None, failure

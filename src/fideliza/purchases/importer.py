@@ -32,6 +32,17 @@ class ImportReport:
     points: int = 0
     resumed_from: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # Bad rows of batches committed before a crash beyond the ones kept in the checkpoint.
+    errors_not_listed: int = 0
+
+    @property
+    def error_count(self) -> int:
+        """How many bad rows the file has (including batches done before a resume)."""
+        return len(self.errors) + self.errors_not_listed
+
+
+# The bad rows kept in the checkpoint, to report them again after a resume (the count is exact).
+KEPT_ERRORS = 1000
 
 
 def import_purchases(
@@ -63,12 +74,19 @@ def import_purchases(
                 updated_at=now,
             )
             db.add(run)
+        elif run.status == "done":
+            # The same file again: read it all again; its purchases replay, its bad rows are
+            # still listed (resuming after the last row would read nothing and report nothing).
+            run.rows_done, run.status, run.detail = 0, "running", {"file": path.name}
+            run.updated_at = now
         start = run.rows_done
-    report = ImportReport(resumed_from=start)
+        kept = [RowError(line, name, message) for line, name, message in run.detail.get("errors", [])]
+        not_listed = int(run.detail.get("error_count", 0)) - len(kept)
+    report = ImportReport(resumed_from=start, errors=kept, errors_not_listed=not_listed)
     for batch in read_purchases(
         path, program_currency=currency, batch_size=batch_size, skip_rows=start
     ):
-        report.errors.extend(batch.errors)
+        batch_errors = list(batch.errors)
         rows_in_batch = batch.rows
         with unit_of_work(factory) as db:
             program = programs.get(db, program_id=program_id)
@@ -81,13 +99,20 @@ def import_purchases(
             )
             for position, error in result.errors:
                 line = batch.purchases[position][0]
-                report.errors.append(RowError(line=line, field=error.field, message=error.message))
+                batch_errors.append(RowError(line=line, field=error.field, message=error.message))
             checkpoint = db.scalar(
                 select(JobRun).where(JobRun.program_id == program_id, JobRun.source == source)
             )
             assert checkpoint is not None
             checkpoint.rows_done += rows_in_batch
             checkpoint.updated_at = now
+            if batch_errors:  # committed with the batch, so a resume can report them again
+                stored = list(checkpoint.detail.get("errors", []))
+                room = max(0, KEPT_ERRORS - len(stored))
+                stored += [[e.line, e.field, e.message] for e in batch_errors[:room]]
+                total = int(checkpoint.detail.get("error_count", 0)) + len(batch_errors)
+                checkpoint.detail = {**checkpoint.detail, "errors": stored, "error_count": total}
+        report.errors.extend(batch_errors)
         report.rows_read += rows_in_batch
         report.recorded += sum(1 for o in result.outcomes if not o.replayed)
         report.replayed += sum(1 for o in result.outcomes if o.replayed)
@@ -100,6 +125,6 @@ def import_purchases(
         )
         assert checkpoint is not None
         checkpoint.status = "done"
-        checkpoint.detail = {**checkpoint.detail, "errors": len(report.errors)}
+        checkpoint.detail = {**checkpoint.detail, "error_count": report.error_count}
     report.errors.sort(key=lambda e: e.line)
     return report

@@ -326,7 +326,7 @@ def test_import_of_a_file_without_a_required_column_names_it(
 
 def test_jobs_run_twice_does_nothing_the_second_time(sqlite_db: Target, tmp_path: Path) -> None:
     ready(sqlite_db, tmp_path)
-    sqlite_db.set_settings(return_window_days=14, expiry={"mode": "days", "days": 30})
+    sqlite_db.set_settings(return_window_days=14, expiry={"mode": "days", "days": 60})
     assert sqlite_db.run("program", "tiers", str(write(tmp_path / "t.json", LADDER))).exit_code == 0
     path = write_csv(tmp_path / "p.csv")
     assert sqlite_db.run("import", "purchases", str(path), "--now", NOW).exit_code == 1
@@ -337,34 +337,26 @@ def test_jobs_run_twice_does_nothing_the_second_time(sqlite_db: Target, tmp_path
         assert result.exit_code == 0, result.output
         return dict(json.loads(result.stdout))
 
-    # 2 April: the return window of every purchase has closed; March's tiers are reviewed.
-    first = jobs("2025-04-02T08:00:00+00:00")
-    assert first == {
-        "program": "cafe",
-        "lots_unlocked": 4,
-        "holds_released": 0,
-        "points_expired": 0,
-        "tier_changes": 0,
-    }
-    assert jobs("2025-04-02T08:00:00+00:00") == {
+    nothing = {
         "program": "cafe",
         "lots_unlocked": 0,
         "holds_released": 0,
         "points_expired": 0,
-        "tier_changes": None,  # April's review of March is done: nothing was due
+        "tier_changes": None,  # this period's review is done: nothing was due
     }
+    # 2 April: the return window of every purchase (1–6 March) has closed; March's tiers are
+    # reviewed and kept (M3 reached SILVER with 30 points in March).
+    april = "2025-04-02T08:00:00+00:00"
+    assert jobs(april) == {**nothing, "lots_unlocked": 4, "tier_changes": 0}
+    assert jobs(april) == nothing
     assert sqlite_db.scalar("SELECT SUM(balance) FROM accounts WHERE kind = 'available'") == 75
-    # 2 May: every lot is past its 30 days; M3 (SILVER for 30 points in March) drops in April.
-    may = jobs("2025-05-02T08:00:00+00:00")
-    assert may["points_expired"] == 75 and may["tier_changes"] == 1
-    assert jobs("2025-05-02T08:00:00+00:00") == {
-        "program": "cafe",
-        "lots_unlocked": 0,
-        "holds_released": 0,
-        "points_expired": 0,
-        "tier_changes": None,
-    }
+    assert sqlite_db.scalar("SELECT SUM(balance) FROM accounts WHERE kind = 'pending'") == 0
+    # 2 June: every lot is past its 60 days; May's review drops M3 (no points in May).
+    june = "2025-06-02T08:00:00+00:00"
+    assert jobs(june) == {**nothing, "points_expired": 75, "tier_changes": 1}
+    assert jobs(june) == nothing
     assert sqlite_db.scalar("SELECT SUM(balance) FROM accounts WHERE kind = 'available'") == 0
+    assert sqlite_db.scalar("SELECT tier_code FROM members WHERE external_id = 'M3'") == "BRONZE"
     assert sqlite_db.run("ledger", "check").exit_code == 0
 
 

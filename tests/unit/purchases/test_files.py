@@ -414,6 +414,66 @@ def test_parquet_naive_timestamps_and_float_amounts_are_refused_per_row(tmp_path
     }
 
 
+def typed_table() -> pa.Table:
+    """Typed columns with every awkward value: nulls, other time units and zones, bad items."""
+    item = pa.struct(
+        [
+            ("sku", pa.string()),
+            ("category", pa.string()),
+            ("quantity", pa.int64()),
+            ("unit_price", pa.decimal128(12, 3)),
+        ]
+    )
+    good = {"sku": "A", "category": "c", "quantity": 2, "unit_price": Decimal("1.300")}
+    baskets = [
+        [good],
+        [],
+        None,
+        [good, {**good, "sku": " B ", "category": None}],
+        [{**good, "unit_price": Decimal("1.005")}],
+        [{**good, "quantity": 0}],
+        [{**good, "unit_price": None}],
+        [good, None],
+        [{**good, "unit_price": Decimal("-0.010")}],
+    ]
+    count = len(baskets)
+    base = datetime(2025, 3, 30, 0, 30, tzinfo=UTC)
+    return pa.table(
+        {
+            "external_id": [f"P{n}" for n in range(count)],
+            "member_id": ["M1"] * (count - 1) + [None],
+            "occurred_at": pa.array(
+                [base + timedelta(minutes=37 * n, milliseconds=n) for n in range(count - 1)]
+                + [None],
+                pa.timestamp("ms", tz="Europe/Madrid"),
+            ),
+            "amount": pa.array([Decimal(f"{n}.50") for n in range(count - 1)] + [None]),
+            "items": pa.array(baskets, pa.list_(item)),
+        }
+    )
+
+
+@pytest.mark.parametrize(("skip", "size"), [(0, 100), (0, 2), (3, 2), (4, 3), (8, 5)])
+def test_typed_parquet_values_mean_what_pyarrow_says_they_mean(
+    tmp_path: Path, skip: int, size: int
+) -> None:
+    table = typed_table()
+    path = tmp_path / "typed.parquet"
+    pq.write_table(table, path, row_group_size=3)
+    rows = [tuple(row.get(c) for c in COLUMNS) for row in table.to_pylist()]
+    everything = [(line, outcome(row)) for line, row in enumerate(rows, start=1)]
+    assert [line for line, o in everything if o[0] == "ok"] == [1, 2, 3, 4]
+    expected = everything[skip:]
+
+    batches = read_all(path, skip_rows=skip, batch_size=size)
+
+    got = sorted(
+        [(line, ("ok", repr(p))) for b in batches for line, p in b.purchases]
+        + [(e.line, ("error", e.field)) for b in batches for e in b.errors]
+    )
+    assert got == [(line, o if o[0] == "ok" else ("error", o[1])) for line, o in expected]
+
+
 def test_parquet_missing_columns_are_refused_up_front(tmp_path: Path) -> None:
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"external_id": ["P1"], "member_id": ["M1"], "amount": ["1"]}), path)
@@ -624,8 +684,8 @@ TRICKY_CELLS = {
         "",
     ],
     "amount": ["", "-0.50", "-1", "-0", "-0.00", "0", "1.5", "1.500", "1.505", "1e2", "1e30",
-               "NaN", "Infinity", " 2.00 ", "+2", "1_000", "٣", "٣.٠٠", "².00", ".50", "9" * 30 + ".00",
-               "9" * 18 + ".99"],
+               "NaN", "Infinity", " 2.00 ", "+2", "1_000", "٣", "٣.٠٠", "².00", ".50",
+               "9" * 30 + ".00", "9" * 18 + ".99"],
     "currency": ["", " ", "USD", "eur", " EUR", "EURO"],
     "channel": ["", " ", " app "],
     "store": ["", " ", " X "],
