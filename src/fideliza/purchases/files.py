@@ -138,7 +138,10 @@ def _open_text(path: Path) -> IO[str]:
 
 def _read_csv(path: Path, currency: str, batch_size: int, skip_rows: int) -> Iterator[Batch]:
     # Open and check the header now, so a bad header fails at the call, before any iteration.
-    stream = _open_text(path)
+    try:
+        stream = _open_text(path)
+    except OSError as exc:
+        raise ValidationError(f"cannot be opened: {exc.strerror or exc}", field="path") from None
     try:
         reader = csv.reader(stream, strict=True)
         header = _next_record(reader, line=1)

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.factories import make_member, make_program
 
 from fideliza.core.errors import InsufficientPoints, InvalidState, ValidationError
 from fideliza.ledger import service as ledger
@@ -15,6 +14,7 @@ from fideliza.ledger.check import check_ledger
 from fideliza.ledger.models import Entry, LedgerTransaction
 from fideliza.ledger.service import EarnLine
 from fideliza.programs.service import settings_of
+from tests.factories import make_member, make_program
 
 
 def _earn(db: Session, program, member, points: int, at: datetime, now: datetime | None = None):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from tests.factories import make_member, make_program
 
 from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
 from fideliza.ledger import service as ledger
@@ -21,6 +20,7 @@ from fideliza.programs.models import AuditLog, OutboxEvent
 from fideliza.purchases import service as purchases
 from fideliza.purchases.models import Purchase
 from fideliza.rules import service as rules
+from tests.factories import make_member, make_program
 
 ONE_PER_EURO = {
     "name": "1 pt per euro",

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from tests.factories import make_program
 
 from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
@@ -37,6 +36,7 @@ from fideliza.rules.models import Rule
 from fideliza.rules.models import RuleUsage as RuleUsageRow
 from fideliza.tiers import service as tiers
 from fideliza.tiers.models import TierHistory
+from tests.factories import make_program
 
 NOW = datetime(2025, 4, 20, 12, 0, tzinfo=UTC)
 START = datetime(2025, 2, 20, 0, 0, tzinfo=UTC)  # purchases fall in the 60 days before NOW

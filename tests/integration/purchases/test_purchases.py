@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.factories import make_member, make_program
 
 from fideliza.core.errors import IdempotencyError, NotFound, ValidationError
 from fideliza.events.service import record_event
@@ -19,6 +18,7 @@ from fideliza.purchases import service as purchases
 from fideliza.rules import service as rules
 from fideliza.tiers import service as tiers
 from fideliza.tiers.models import TierHistory
+from tests.factories import make_member, make_program
 
 ONE_PER_EURO = {
     "name": "1 pt per euro",

@@ -122,6 +122,18 @@ def test_a_duplicated_column_or_an_empty_file_is_refused(tmp_path: Path) -> None
         read_purchases(empty, program_currency="EUR")
 
 
+def test_a_missing_file_or_a_broken_gzip_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as raised:
+        read_purchases(tmp_path / "nothing.csv", program_currency="EUR")
+    assert raised.value.field == "path"
+
+    broken = tmp_path / "p.csv.gz"
+    broken.write_bytes(gzip.compress(b"external_id,member_id,occurred_at,amount\n")[:-9])
+    with pytest.raises(ValidationError) as raised:
+        read_all(broken)
+    assert raised.value.field == "file"
+
+
 def test_an_unknown_extension_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "p.xlsx"
     path.write_text("x")
