@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -141,7 +141,8 @@ class ExpiryPolicy:
     def expires_at(self, earned_at: datetime, timezone: ZoneInfo) -> datetime | None:
         """The instant points earned at `earned_at` expire (local midnight for month ends)."""
         if self.mode == "days":
-            return earned_at + timedelta(days=self.days)
+            # N × 24 hours after the instant, whatever zone it was given in.
+            return earned_at.astimezone(UTC) + timedelta(days=self.days)
         if self.mode == "end_of_month":
             local = earned_at.astimezone(timezone).date()
             month_index = local.year * 12 + local.month - 1 + self.months + 1

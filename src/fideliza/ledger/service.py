@@ -413,6 +413,7 @@ def redeem(
     idempotency_key: str | None = None,
 ) -> int:
     """Spends available points at once (first-expiring lots first); returns the transaction id."""
+    _require_active(db, member_id)
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
     plan = plan_burn(_open_lots(db, member_id=member_id), points)
     system = system_account_ids(db, program_id=program_id)
@@ -458,6 +459,7 @@ def hold(
                 "was already used for another hold", field="reference", code="idempotency_error"
             )
         return existing
+    _require_active(db, member_id)
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
     plan = plan_burn(_open_lots(db, member_id=member_id), points)
     transaction_id = post(
@@ -689,6 +691,7 @@ def transfer(
         raise ValidationError("must differ from the sender", field="to_member_id")
     if points <= 0:
         raise ValidationError(f"must be positive, got {points}", field="points")
+    _require_active(db, from_member_id, to_member_id)
     accounts = lock_member_accounts(db, member_ids=[from_member_id, to_member_id])
     lots = _open_lots(db, member_id=from_member_id)
     plan = plan_burn(lots, points)
@@ -939,6 +942,17 @@ def expire_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_0
             .values(state=LotState.EXPIRED.value)
         )
     return expired_points
+
+
+def _require_active(db: Session, *member_ids: int) -> None:
+    """Refuses spending or receiving points for a suspended or closed member."""
+    from fideliza.members.models import Member
+
+    for member_id, status in db.execute(
+        select(Member.id, Member.status).where(Member.id.in_(member_ids))
+    ):
+        if status != "active":
+            raise InvalidState(f"member {member_id} is {status}", field="member_id")
 
 
 def _member_account(db: Session, *, member_id: int, kind: AccountKind) -> int:

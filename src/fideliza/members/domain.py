@@ -38,7 +38,7 @@ def normalize_card_number(raw: str) -> str:
 
 
 def is_card_number(raw: str) -> bool:
-    """Tells whether `raw` (spaces and dashes allowed) is 16 ASCII digits with a good check digit."""
+    """Tells whether `raw` (spaces, dashes allowed) is 16 ASCII digits with a good check digit."""
     number = normalize_card_number(raw)
     # isascii: str.isdigit() also accepts digits such as "²" that int() then refuses.
     return len(number) == CARD_LENGTH and number.isascii() and is_valid_luhn(number)

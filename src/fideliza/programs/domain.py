@@ -68,7 +68,8 @@ def parse_settings(raw: dict[str, Any] | None) -> ProgramSettings:
         # ExpiryPolicy.from_settings would int() these: "abc" would crash, 1.9 or true pass.
         if name not in _EXPIRY_FIELDS:
             raise ValidationError(
-                f"unknown expiry field {name!r} (mode, days, months)", field=f"settings.expiry.{name}"
+                f"unknown expiry field {name!r} (mode, days, months)",
+                field=f"settings.expiry.{name}",
             )
         if name != "mode" and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValidationError(

@@ -80,7 +80,9 @@ def import_purchases(
             run.rows_done, run.status, run.detail = 0, "running", {"file": path.name}
             run.updated_at = now
         start = run.rows_done
-        kept = [RowError(line, name, message) for line, name, message in run.detail.get("errors", [])]
+        kept = [
+            RowError(line, name, message) for line, name, message in run.detail.get("errors", [])
+        ]
         not_listed = int(run.detail.get("error_count", 0)) - len(kept)
     report = ImportReport(resumed_from=start, errors=kept, errors_not_listed=not_listed)
     for batch in read_purchases(

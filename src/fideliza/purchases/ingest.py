@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,6 +39,7 @@ from fideliza.tiers.domain import (
     upgrade_on_activity,
     window_metric,
 )
+from fideliza.tiers.service import plain_decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ def ingest_purchases(
     )
     fresh: list[int] = []
     seen_in_batch: dict[str, str] = {}
+    repeats: list[tuple[int, str]] = []  # the same purchase twice in one batch
     for position, (purchase, digest) in enumerate(zip(purchases, hashes, strict=True)):
         before = existing.get(purchase.external_id) or (
             (None, seen_in_batch[purchase.external_id])
@@ -162,6 +164,8 @@ def ingest_purchases(
             )
         elif before[0] is not None:
             result.outcomes.append(before[0])
+        else:
+            repeats.append((position, purchase.external_id))
     todo: list[int] = []
     for position in fresh:
         purchase = purchases[position]
@@ -254,8 +258,10 @@ def ingest_purchases(
                 state.buckets.get(month, Decimal(0)) + gained[ladder.policy.basis]
             )
             local_day = purchase.occurred_at.astimezone(timezone).date()
-            metric = window_metric(
-                ladder.policy, _window_buckets(ladder, state.buckets, local_day), local_day
+            metric = plain_decimal(
+                window_metric(
+                    ladder.policy, _window_buckets(ladder, state.buckets, local_day), local_day
+                )
             )
             tier_change = upgrade_on_activity(ladder.levels, state.tier_code, metric)
             if tier_change is not None:
@@ -394,6 +400,7 @@ def ingest_purchases(
     _save_member_changes(
         db, program=program, states=states, planned=planned, purchases=purchases, now=now
     )
+    first_outcome: dict[str, Outcome] = {}
     for plan, purchase_id in zip(planned, purchase_ids, strict=True):
         purchase = purchases[plan["position"]]
         result.outcomes.append(
@@ -408,6 +415,13 @@ def ingest_purchases(
                 tier_change=plan["tier_change"],
             )
         )
+        first_outcome[purchase.external_id] = result.outcomes[-1]
+    # A purchase sent twice in one batch (a file with a repeated row) replays the first.
+    for _, external_id in repeats:
+        if external_id in first_outcome:
+            result.outcomes.append(
+                replace(first_outcome[external_id], replayed=True, tier_change=None)
+            )
     return result
 
 

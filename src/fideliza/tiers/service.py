@@ -143,6 +143,13 @@ def month_buckets(
     return {month: Decimal(str(value)) for month, value in rows}
 
 
+def plain_decimal(value: Decimal) -> Decimal:
+    """87.7900 → 87.79 and 100.00 → 100: the same metric reads the same wherever it was summed."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
 def local_today(program: Program, now: datetime) -> date:
     return now.astimezone(ZoneInfo(program.timezone)).date()
 
@@ -185,10 +192,12 @@ def upgrade_if_qualified(
         return None
     today = local_today(program, now)
     first, _ = current_window(found.policy, today)
-    metric = window_metric(
-        found.policy,
-        month_buckets(db, member_id=member.id, basis=found.policy.basis, since=first),
-        today,
+    metric = plain_decimal(
+        window_metric(
+            found.policy,
+            month_buckets(db, member_id=member.id, basis=found.policy.basis, since=first),
+            today,
+        )
     )
     change = upgrade_on_activity(found.levels, member.tier_code, metric)
     if change is not None:
@@ -220,7 +229,7 @@ def review_closed_period(db: Session, *, program: Program, now: datetime) -> int
     ).all()
     for member in members:
         buckets = month_buckets(db, member_id=member.id, basis=found.policy.basis, since=first)
-        metric = window_metric(found.policy, buckets, closed_end)
+        metric = plain_decimal(window_metric(found.policy, buckets, closed_end))
         review = review_at_period_end(
             found.policy, found.levels, member.tier_code, metric, member.tier_grace_used
         )
@@ -270,10 +279,12 @@ def status(db: Session, *, program: Program, member: Member, now: datetime) -> T
         return None
     today = local_today(program, now)
     window = current_window(found.policy, today)
-    metric = window_metric(
-        found.policy,
-        month_buckets(db, member_id=member.id, basis=found.policy.basis, since=window[0]),
-        today,
+    metric = plain_decimal(
+        window_metric(
+            found.policy,
+            month_buckets(db, member_id=member.id, basis=found.policy.basis, since=window[0]),
+            today,
+        )
     )
     following = points_to_next_tier(found.levels, member.tier_code, metric)
     history = list(

@@ -294,7 +294,9 @@ def test_update_profile_changes_the_profile_and_writes_an_audit_row(
     assert members.find(db, program_id=program.id, email="eva@example.es").id == member.id
 
 
-@pytest.mark.parametrize(("field", "cleared"), [("locale", "es"), ("consent", {}), ("attributes", {})])
+@pytest.mark.parametrize(
+    ("field", "cleared"), [("locale", "es"), ("consent", {}), ("attributes", {})]
+)
 def test_update_profile_clearing_a_field_that_cannot_be_empty(
     db: Session, now: datetime, field: str, cleared: Any
 ) -> None:
@@ -456,7 +458,9 @@ def test_enrol_many_refuses_a_bad_row_and_names_it(db: Session, now: datetime) -
         members.enrol_many(db, program=program, rows=rows, now=now)
     assert error.value.field == "rows[2].email"
     db.rollback()
-    count = db.scalar(select(func.count()).select_from(Member).where(Member.program_id == program.id))
+    count = db.scalar(
+        select(func.count()).select_from(Member).where(Member.program_id == program.id)
+    )
     assert count == 0
 
 

@@ -32,7 +32,9 @@ def test_the_check_digit_is_the_luhn_digit_of_the_body() -> None:
     assert new_card_number("00000000000000") == "7000000000000005"
 
 
-@pytest.mark.parametrize("body", ["1234567890123", "123456789012345", "1234567890123a", "12345 7890123"])
+@pytest.mark.parametrize(
+    "body", ["1234567890123", "123456789012345", "1234567890123a", "12345 7890123"]
+)
 def test_a_body_that_is_not_fourteen_digits_is_refused(body: str) -> None:
     with pytest.raises(ValueError, match="15 digits"):
         new_card_number(body)

@@ -122,11 +122,6 @@ def test_days_are_exact_durations_from_the_instant_earned() -> None:
     assert expires is not None and expires.astimezone(MADRID).hour == 13
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ledger.domain.ExpiryPolicy.expires_at adds days in the wall clock of the tzinfo it "
-    "is given: the same instant in Madrid time expires 1 h earlier across DST than in UTC",
-)
 def test_days_give_the_same_expiry_for_the_same_instant_whatever_its_tzinfo() -> None:
     in_utc = utc(2025, 3, 29, 11)
     in_madrid = in_utc.astimezone(MADRID)  # 12:00 CET, the same instant
