@@ -27,12 +27,14 @@ jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs.")
 member_app = typer.Typer(no_args_is_help=True, help="Members.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The points ledger.")
 program_app = typer.Typer(no_args_is_help=True, help="Programs, rules and tiers.")
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(member_app, name="member")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(program_app, name="program")
+app.add_typer(apikey_app, name="apikey")
 
 console = Console()
 errors = Console(stderr=True)
@@ -192,6 +194,32 @@ def program_tiers(
                 db, program=found, config=file.read_text(), now=datetime.now(UTC)
             )
             console.print(f"{len(config.levels)} tiers set")
+
+    _run(work)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="What the key is for (e.g. 'till 3, Gran Vía').")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: admin, pos, read.")] = "pos",
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+) -> None:
+    """Creates an API key and prints it once (only its hash is kept)."""
+    from fideliza.apikeys import service as apikeys
+    from fideliza.programs import service as programs
+
+    factory = _factory(database_url)
+
+    def work() -> None:
+        with unit_of_work(factory) as db:
+            found = programs.get_by_code(db, code=_program_code(factory, program))
+            row, plaintext = apikeys.create(
+                db, program=found, name=name, scopes=scopes, now=datetime.now(UTC)
+            )
+            console.print(f"key {row.id} ({', '.join(sorted(row.scopes))}) for {found.code}:")
+            console.print(plaintext, markup=False, highlight=False)
+            errors.print("store it now: it is shown only this once")
 
     _run(work)
 

@@ -1,5 +1,6 @@
 """Imports every domain's tables so the metadata is complete (for Alembic and tests)."""
 
+from fideliza.apikeys import models as _apikeys  # noqa: F401
 from fideliza.db import Base
 from fideliza.events import models as _events  # noqa: F401
 from fideliza.ledger import models as _ledger  # noqa: F401

@@ -1,25 +1,127 @@
-"""The HTTP API's app factory (the REST resources grow in the API issue; here: health)."""
+"""The HTTP API's app factory: /v1 resources, API-key auth, idempotency, problem+json errors."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import text
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fideliza import __version__
+from fideliza.api import errors
+from fideliza.api.context import Runtime
+from fideliza.api.errors import problem_body, render
+from fideliza.api.idempotency import REPLAYED
+from fideliza.api.routes import admin, events, members, points, purchases
+from fideliza.api.settings import ApiSettings
+from fideliza.api.validation import checked_body
 from fideliza.config import get_settings
+from fideliza.core.clock import Clock, SystemClock
 from fideliza.db import make_engine, make_session_factory
-from fideliza.programs import service as programs
+
+DESCRIPTION = """\
+Fideliza's REST API for tills, shops and apps.
+
+**Auth**: `Authorization: Bearer <API key>`. A key belongs to one program and has scopes
+(`read`; `pos` = read + write purchases, returns, events, members, holds and redemptions;
+`admin` = everything, plus keys and jobs). Objects of other programs do not exist for it.
+
+**Idempotency**: every mutating request accepts `Idempotency-Key`. Same key and body → the
+first response again (`Idempotent-Replayed: true`); other body → 422 `idempotency_error`;
+still running → 409 `request_in_flight` with `Retry-After`. Required for redemptions without
+a `reference`. Purchases, returns, events and enrolments are also idempotent by their
+`external_id`, holds by their `reference`.
+
+**Errors**: RFC 9457 `application/problem+json` with a stable `code` and the `field` in error.
+"""
 
 
-def create_app(database_url: str | None = None) -> FastAPI:
+class BodyLimit:
+    """Refuses request bodies larger than `max_bytes` (413) before they are buffered."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            status = 413 if declared.isdigit() else 400
+            response = render(
+                problem_body(
+                    status=status,
+                    code="payload_too_large" if status == 413 else "bad_request",
+                    message=f"the body must not exceed {self.max_bytes} bytes"
+                    if status == 413
+                    else "Content-Length is not a number",
+                    instance=scope.get("path"),
+                )
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # a chunked body without Content-Length
+                    raise HTTPException(413, f"the body must not exceed {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    clock: Clock | None = None,
+    settings: ApiSettings | None = None,
+) -> FastAPI:
     """Builds the app on one engine (each uvicorn worker calls this once)."""
     engine = make_engine(database_url or get_settings().database_url)
-    factory = make_session_factory(engine)
-    app = FastAPI(
-        title="Fideliza", version=__version__, openapi_url="/openapi.json", docs_url="/docs"
+    api_settings = settings or ApiSettings()
+    rt = Runtime(
+        engine=engine,
+        factory=make_session_factory(engine),
+        clock=clock or SystemClock(),
+        settings=api_settings,
     )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Fideliza",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    errors.install(app)
+    if api_settings.cors_origins:
+        # Only the origins the operator names; none by default (browsers then refuse).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=api_settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After", REPLAYED],
+        )
+    app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -33,13 +135,6 @@ def create_app(database_url: str | None = None) -> FastAPI:
             connection.execute(text("SELECT 1"))
         return {"status": "ready", "database": engine.dialect.name}
 
-    @app.get("/v1/programs", tags=["programs"])
-    def list_programs() -> list[dict[str, str]]:
-        """The programs this server runs (codes and names only)."""
-        with factory() as db:
-            return [
-                {"code": p.code, "name": p.name, "currency": p.currency}
-                for p in programs.list_all(db)
-            ]
-
+    for module in (admin, members, purchases, events, points):
+        app.include_router(module.router, dependencies=[Depends(checked_body)])
     return app

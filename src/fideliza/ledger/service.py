@@ -450,6 +450,8 @@ def hold(
     ttl: timedelta | None = None,
 ) -> Hold:
     """Reserves points for a redemption: available → held, lots taken now, TTL started."""
+    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
+    # Checked under the member's lock: two tills holding with one reference queue here.
     existing = db.scalar(
         select(Hold).where(Hold.program_id == program_id, Hold.reference == reference)
     )
@@ -460,7 +462,6 @@ def hold(
             )
         return existing
     _require_active(db, member_id)
-    accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
     plan = plan_burn(_open_lots(db, member_id=member_id), points)
     transaction_id = post(
         db,

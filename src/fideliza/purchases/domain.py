@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,7 @@ class PurchaseInput:
             "channel": self.channel,
             "store": self.store,
             "items": [[i.sku, i.category, i.quantity, str(i.unit_price)] for i in self.items],
+            "attributes": dict(self.attributes),
         }
 
     def digest(self) -> str:
@@ -64,6 +66,9 @@ class PurchaseInput:
             self.channel,
             self.store,
             tuple((i.sku, i.category, i.quantity, str(i.unit_price)) for i in self.items),
+            json.dumps(dict(self.attributes), sort_keys=True, default=str)
+            if self.attributes
+            else "",
         )
         return hashlib.sha256(repr(content).encode()).hexdigest()
 

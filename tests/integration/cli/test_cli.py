@@ -346,6 +346,7 @@ def test_jobs_run_twice_does_nothing_the_second_time(sqlite_db: Target, tmp_path
         "holds_released": 0,
         "points_expired": 0,
         "tier_changes": None,  # this period's review is done: nothing was due
+        "idempotency_keys_purged": 0,
     }
     # 2 April: the return window of every purchase (1–6 March) has closed; March's tiers are
     # reviewed and kept (M3 reached SILVER with 30 points in March).

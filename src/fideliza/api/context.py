@@ -1,0 +1,134 @@
+"""What every request needs: the runtime (database, clock, settings) and the authenticated caller.
+
+Authentication: `Authorization: Bearer <API key>`. The key names its program, so every route
+works inside that program only; function-level authorization is the key's scope, checked
+before any object is looked up (a `read` key learns nothing about what exists by writing).
+"""
+
+# No `from __future__ import annotations`: FastAPI must evaluate the annotations of the
+# dependency closures below, which name local variables.
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from fideliza.api.settings import ApiSettings
+from fideliza.apikeys import service as apikeys
+from fideliza.apikeys.domain import Scope, granted, require_scope
+from fideliza.core.clock import Clock
+from fideliza.programs import service as programs
+from fideliza.programs.models import Program
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The app's engine, session factory, clock and settings (one per app)."""
+
+    engine: Engine
+    factory: sessionmaker[Session]
+    clock: Clock
+    settings: ApiSettings
+
+
+def runtime(request: Request) -> Runtime:
+    found: Runtime = request.app.state.runtime
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The API key a request was made with."""
+
+    key_id: int
+    key_prefix: str
+    program_id: int
+    scopes: frozenset[Scope]
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names this caller."""
+        return f"apikey:{self.key_prefix}"
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="A program's API key: `Authorization: Bearer fzk_…`",
+)
+
+
+def authenticate(
+    rt: Annotated[Runtime, Depends(runtime)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+) -> Caller:
+    """The caller of this request (401 problem when the key is missing or not valid)."""
+    now = rt.clock.now()
+    with rt.factory() as db:
+        key = apikeys.authenticate(
+            db, plaintext=credentials.credentials if credentials else None, now=now
+        )
+        if apikeys.touch(db, key=key, now=now):
+            db.commit()
+        return Caller(
+            key_id=key.id,
+            key_prefix=key.prefix,
+            program_id=key.program_id,
+            scopes=granted(key.scopes),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request allowed to read: its caller, the runtime, the time it arrived, its path."""
+
+    caller: Caller
+    runtime: Runtime
+    now: datetime
+    instance: str
+
+    @property
+    def program_id(self) -> int:
+        return self.caller.program_id
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for reading (rolled back at the end: reads never write)."""
+        with self.runtime.factory() as db:
+            yield db
+
+    def program(self, db: Session) -> Program:
+        """The caller's program."""
+        return programs.get(db, program_id=self.program_id)
+
+
+def requires(scope: Scope) -> Callable[..., Caller]:
+    """A dependency: the authenticated caller, refused (403) without `scope`."""
+
+    def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        require_scope(caller.scopes, scope)
+        return caller
+
+    dependency.__name__ = f"requires_{scope}"
+    return dependency
+
+
+def reader(scope: Scope = Scope.READ) -> Callable[..., Call]:
+    """A dependency: a `Call` for a route that reads (needs `scope`, `read` by default)."""
+    needs = requires(scope)
+
+    def dependency(
+        request: Request,
+        caller: Annotated[Caller, Depends(needs)],
+        rt: Annotated[Runtime, Depends(runtime)],
+    ) -> Call:
+        return Call(caller=caller, runtime=rt, now=rt.clock.now(), instance=request.url.path)
+
+    dependency.__name__ = f"reader_{scope}"
+    return dependency

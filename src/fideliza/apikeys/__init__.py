@@ -1,0 +1,1 @@
+"""API keys: per-program secrets with scopes, and the idempotency records of their requests."""
