@@ -24,6 +24,8 @@ def require_currency(value: object, *, field: str = "currency") -> str:
 
 def to_money(value: object, currency: str, *, field: str = "amount") -> Decimal:
     """Parses `value` (str, int or Decimal; never float) into a Decimal quantized to `currency`."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValidationError("is required", field=field)
     if isinstance(value, bool | float):
         raise ValidationError(
             f"must be a decimal string or integer, not a float ({value!r})", field=field
@@ -35,7 +37,12 @@ def to_money(value: object, currency: str, *, field: str = "amount") -> Decimal:
     if not amount.is_finite():
         raise ValidationError(f"must be a finite number, got {value!r}", field=field)
     exponent = Decimal(1).scaleb(-minor_units(currency))
-    quantized = amount.quantize(exponent, rounding=ROUND_HALF_EVEN)
+    if amount.adjusted() >= 14:  # NUMERIC(18, 4) holds 14 digits before the point
+        raise ValidationError(f"is too large: {value!r}", field=field)
+    try:
+        quantized = amount.quantize(exponent, rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:
+        raise ValidationError(f"is too large: {value!r}", field=field) from None
     if quantized != amount:
         raise ValidationError(
             f"has more decimals than {currency} allows ({minor_units(currency)}): {value!r}",

@@ -505,7 +505,7 @@ def _sample_catalog(group: IntArray, uniform: npt.NDArray[np.float64]) -> IntArr
     # Shift each group's cumulative weights into [g, g + 1] so one searchsorted serves them all.
     shifted = (_CATALOG_TABLE + np.arange(len(_CATALOG_TABLE))[:, None]).ravel()
     found = np.searchsorted(shifted, group + uniform, side="right") - group * len(CATALOG)
-    return np.minimum(found, len(CATALOG) - 1).astype(np.int64)
+    return np.clip(found, 0, len(CATALOG) - 1).astype(np.int64)
 
 
 def _first_occurrences(owner: IntArray, sku: IntArray) -> npt.NDArray[np.bool_]:

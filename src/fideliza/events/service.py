@@ -24,7 +24,7 @@ from fideliza.members.models import MemberMonth
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 from fideliza.rules import service as rules
-from fideliza.rules.domain import Activity, MemberContext, Posting, evaluate
+from fideliza.rules.domain import Activity, Posting, evaluate
 from fideliza.rules.schemas import parse_rule_definition  # noqa: F401  (documents the shared rule format)
 from fideliza.tiers import service as tiers
 
@@ -89,9 +89,9 @@ def record_event(
     ladder = tiers.ladder(db, program=program)
     postings = evaluate(
         Activity(kind=event_type, occurred_at=when, attributes=attrs),
-        MemberContext(
+        rules.member_context(
+            ladder,
             tier_code=member.tier_code,
-            tier_multiplier=ladder.multiplier(member.tier_code) if ladder else Decimal(1),
             attributes=member.attributes,
             birthday=member.birthday,
             is_first_purchase=False,

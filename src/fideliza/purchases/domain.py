@@ -85,9 +85,17 @@ def _require_text(value: object, field_name: str, *, optional: bool = False) -> 
 
 def parse_item(raw: Mapping[str, Any], currency: str, *, field_prefix: str) -> Item:
     """Validates one basket line; errors name the line's field (e.g. `items[2].quantity`)."""
+    if not isinstance(raw, Mapping):
+        raise ValidationError(
+            "must be an object with sku, quantity and unit_price", field=field_prefix
+        )
     sku = _require_text(raw.get("sku"), f"{field_prefix}.sku")
     quantity = raw.get("quantity", 1)
-    if isinstance(quantity, str) and quantity.strip().lstrip("-").isdigit():
+    if (
+        isinstance(quantity, str)
+        and quantity.strip().lstrip("-").isascii()
+        and quantity.strip().lstrip("-").isdigit()
+    ):
         quantity = int(quantity)
     if isinstance(quantity, bool) or not isinstance(quantity, int):
         raise ValidationError(

@@ -117,9 +117,9 @@ def _column_positions(header: Sequence[str]) -> list[int | None]:
         seen.add(name)
     missing = [column for column in REQUIRED_COLUMNS if column not in seen]
     if missing:
-        also = f"; {', '.join(missing[1:])} are missing too" if missing[1:] else ""
+        also = f"; {', '.join(missing[1:])} missing too" if missing[1:] else ""
         raise ValidationError(
-            f"is a required column but the header has none (found: "
+            f"the header has no {missing[0]} column, which is required (found: "
             f"{', '.join(names) or 'nothing'}{also})",
             field=missing[0],
         )
@@ -313,6 +313,8 @@ def _struct_lists(array: Any) -> list[Any]:
     offsets = array.offsets.to_pylist()
     structs = array.values.slice(offsets[0], offsets[-1] - offsets[0])
     names = [structs.type.field(i).name for i in range(structs.type.num_fields)]
+    if not names:
+        return list(array.to_pylist())
     columns = [_python_values(structs.field(i)) for i in range(len(names))]
     present = structs.is_valid().to_pylist()
     items = [
@@ -340,6 +342,8 @@ def decode_items(value: object) -> object:
             raise ValidationError(
                 f"is not valid JSON ({exc.msg} at character {exc.pos})", field="items"
             ) from None
+        except RecursionError:
+            raise ValidationError("is JSON nested too deeply", field="items") from None
     if isinstance(value, list):
         for index, item in enumerate(value):
             if not isinstance(item, Mapping):
@@ -377,7 +381,18 @@ class _Parser:
     path then decides, so every error message is the reference path's own.
     """
 
-    __slots__ = ("basket_misses", "baskets", "currency", "decimals", "money", "remember_baskets")
+    __slots__ = (
+        "basket_misses",
+        "baskets",
+        "batches",
+        "currency",
+        "decimals",
+        "line_misses",
+        "lines",
+        "money",
+        "read_by_line",
+        "remember_baskets",
+    )
 
     def __init__(self, currency: str) -> None:
         self.currency = currency
@@ -385,7 +400,9 @@ class _Parser:
         self.money: dict[str, Decimal] = {}
         self.baskets: dict[str, tuple[Item, ...]] = {}
         self.remember_baskets = True
-        self.basket_misses = 0
+        self.lines: dict[str, Item] = {}  # the text of a basket line → its Item
+        self.read_by_line = True
+        self.basket_misses = self.line_misses = self.batches = 0
 
     def parse_csv_records(
         self, records: Iterator[list[str]], positions: list[int | None], width: int, first_line: int
@@ -550,7 +567,7 @@ class _Parser:
         if (
             len(fraction) == self.decimals
             and bool(dot) == bool(self.decimals)
-            and 0 < len(whole) <= 18
+            and 0 < len(whole) <= 14  # what NUMERIC(18, 4) holds; longer goes to to_money
             and text.isascii()
             and whole.isdigit()
             and (not fraction or fraction.isdigit())
@@ -567,19 +584,21 @@ class _Parser:
 
     def _basket(self, text: str) -> tuple[Item, ...] | None:
         """The items of a JSON array text, or None; remembered by the text while that pays."""
-        basket: tuple[Item, ...] = ()
-        if text.strip():
-            try:
-                # The scanner alone: text with surrounding blanks goes to the reference path.
-                raw_items, end = _JSON_SCAN(text, 0)
-            except (StopIteration, ValueError):
-                return None
-            if end != len(text) or type(raw_items) is not list:
-                return None
-            parsed = self._items(raw_items)
-            if parsed is None:
-                return None
-            basket = parsed
+        basket = self._basket_by_line(text) if self.read_by_line else None
+        if basket is None:
+            basket = ()
+            if text.strip():
+                try:
+                    # The scanner alone: text with surrounding blanks goes to the reference path.
+                    raw_items, end = _JSON_SCAN(text, 0)
+                except (StopIteration, ValueError, RecursionError):
+                    return None
+                if end != len(text) or type(raw_items) is not list:
+                    return None
+                items = [self._item(raw) for raw in raw_items]
+                if None in items:
+                    return None
+                basket = tuple(items)  # type: ignore[arg-type]
         self.basket_misses += 1
         if self.remember_baskets:
             if len(self.baskets) >= _CACHE_LIMIT:
@@ -587,36 +606,80 @@ class _Parser:
             self.baskets[text] = basket
         return basket
 
-    def _items(self, raw_items: list[Any]) -> tuple[Item, ...] | None:
+    def _basket_by_line(self, text: str) -> tuple[Item, ...] | None:
+        """Reads `[{…},{…}]` one object at a time, each remembered by its text, or gives None.
+
+        Baskets differ more than their lines do. Splitting at "},{" is wrong only when a string
+        holds those characters, and then a piece ends inside a string, which never reads as an
+        object: a basket whose every piece is a known or readable item was split right.
+        """
+        if not (text.startswith("[{") and text.endswith("}]")):
+            return None
+        separator = "},{" if "},{" in text else "}, {"
+        lines = self.lines
         basket: list[Item] = []
-        for raw in raw_items:
-            if type(raw) is not dict:
-                return None
-            sku = raw.get("sku")
-            quantity = raw.get("quantity", 1)
-            category = raw.get("category")
-            # Exact types only: bool is an int, and a bool quantity is an error.
-            if type(sku) is not str or type(quantity) is not int or quantity <= 0:
-                return None
-            sku = sku.strip()
-            if not sku:
-                return None
-            if category is not None:
-                if type(category) is not str:
+        for piece in text[2:-2].split(separator):
+            item = lines.get(piece)
+            if item is None:
+                try:
+                    raw, end = _JSON_SCAN("{" + piece + "}", 0)
+                except (StopIteration, ValueError, RecursionError):
                     return None
-                category = category.strip() or None
-            price = self._money(raw.get("unit_price"))
-            if price is None:
-                return None
-            basket.append(_new_item(sku, quantity, price, category))
+                if end != len(piece) + 2:
+                    return None
+                item = self._item(raw)
+                if item is None:
+                    return None
+                self.line_misses += 1
+                if len(lines) >= _CACHE_LIMIT:
+                    lines.clear()
+                lines[piece] = item
+            basket.append(item)
         return tuple(basket)
 
+    def _items(self, raw_items: list[Any]) -> tuple[Item, ...] | None:
+        items = [self._item(raw) for raw in raw_items]
+        return None if None in items else tuple(items)  # type: ignore[arg-type]
+
+    def _item(self, raw: object) -> Item | None:
+        """One basket line (a JSON object), or None."""
+        if type(raw) is not dict:
+            return None
+        sku = raw.get("sku")
+        quantity = raw.get("quantity", 1)
+        category = raw.get("category")
+        # Exact types only: bool is an int, and a bool quantity is an error.
+        if type(sku) is not str or type(quantity) is not int or quantity <= 0:
+            return None
+        sku = sku.strip()
+        if not sku:
+            return None
+        if category is not None:
+            if type(category) is not str:
+                return None
+            category = category.strip() or None
+        price = self._money(raw.get("unit_price"))
+        if price is None:
+            return None
+        return _new_item(sku, quantity, price, category)
+
     def review_caches(self, rows: int) -> None:
-        """Stops remembering baskets when most of them were new (they were all different)."""
-        if self.remember_baskets and rows >= 1_000 and self.basket_misses > rows // 2:
-            self.remember_baskets = False
-            self.baskets.clear()
-        self.basket_misses = 0
+        """After a batch: stops remembering what was mostly new, and retries every 16 batches.
+
+        Baskets and lines that repeat (a catalog, a menu) make the caches pay many times over;
+        all-different ones only make them cost.
+        """
+        self.batches += 1
+        if self.batches % 16 == 0:
+            self.remember_baskets = self.read_by_line = True
+        elif rows >= 1_000:
+            if self.remember_baskets and self.basket_misses > rows // 2:
+                self.remember_baskets = False
+                self.baskets.clear()
+            if self.read_by_line and self.line_misses > rows // 2:
+                self.read_by_line = False
+                self.lines.clear()
+        self.basket_misses = self.line_misses = 0
 
 
 def _plain_dataclass(cls: type, names: tuple[str, ...]) -> bool:
@@ -694,7 +757,10 @@ def _width_error(record: list[str], positions: list[int | None], width: int, lin
 
 
 def _picker(positions: list[int | None], width: int) -> Callable[[list[str]], Row] | None:
-    """Returns a function that takes a record's cells in COLUMNS order (None: already so)."""
+    """Returns a function that takes a record's cells in COLUMNS order ("" for an absent one).
+
+    None means the record is already in that order.
+    """
     if positions == list(range(len(COLUMNS))):
         if width == len(COLUMNS):
             return None
@@ -702,4 +768,4 @@ def _picker(positions: list[int | None], width: int) -> Callable[[list[str]], Ro
     if all(p is not None for p in positions):
         indices = [p for p in positions if p is not None]
         return lambda record: [record[i] for i in indices]
-    return lambda record: [None if p is None else record[p] for p in positions]
+    return lambda record: ["" if p is None else record[p] for p in positions]

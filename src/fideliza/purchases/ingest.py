@@ -30,7 +30,7 @@ from fideliza.programs.models import Program
 from fideliza.purchases.domain import PurchaseInput
 from fideliza.purchases.models import Purchase
 from fideliza.rules import service as rules
-from fideliza.rules.domain import Activity, MemberContext, Posting, evaluate
+from fideliza.rules.domain import Activity, Posting, evaluate
 from fideliza.tiers import service as tiers
 from fideliza.tiers.domain import (
     TierBasis,
@@ -218,9 +218,9 @@ def ingest_purchases(
             items=purchase.items,
             attributes=purchase.attributes,
         )
-        member_context = MemberContext(
+        member_context = rules.member_context(
+            ladder,
             tier_code=state.tier_code,
-            tier_multiplier=ladder.multiplier(state.tier_code) if ladder else Decimal(1),
             attributes=state.attributes,
             birthday=state.birthday,
             is_first_purchase=is_first,

@@ -267,9 +267,9 @@ def dry_run(
     member_context = MemberContext()
     usage: dict[int, Any] = {}
     if member is not None:
-        member_context = MemberContext(
+        member_context = rules.member_context(
+            ladder,
             tier_code=member.tier_code,
-            tier_multiplier=ladder.multiplier(member.tier_code) if ladder else Decimal(1),
             attributes=member.attributes,
             birthday=member.birthday,
             is_first_purchase=member.first_purchase_at is None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,7 @@ from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 from fideliza.rules.domain import (
     CompiledRule,
+    MemberContext,
     Posting,
     ProgramContext,
     RuleCheck,
@@ -26,6 +28,7 @@ from fideliza.rules.domain import (
 from fideliza.rules.models import Rule, RuleVersion
 from fideliza.rules.models import RuleUsage as RuleUsageRow
 from fideliza.rules.schemas import RuleDefinition, dump_rule_definition, parse_rule_definition
+from fideliza.tiers.service import Ladder
 
 TOTAL = "total"
 EVERYONE = 0  # member_id of the program-wide budget counter
@@ -176,6 +179,24 @@ def compiled_rules(db: Session, *, program_id: int) -> list[CompiledRule]:
 
 def _forget_compiled(db: Session, program_id: int) -> None:
     db.info.get("compiled_rules", {}).pop(program_id, None)
+
+
+def member_context(
+    ladder: Ladder | None,
+    *,
+    tier_code: str | None,
+    attributes: Mapping[str, Any],
+    birthday: date | None,
+    is_first_purchase: bool,
+) -> MemberContext:
+    """What the rules may know of a member, with the tier's earning multiplier."""
+    return MemberContext(
+        tier_code=tier_code,
+        tier_multiplier=ladder.multiplier(tier_code) if ladder else Decimal(1),
+        attributes=attributes,
+        birthday=birthday,
+        is_first_purchase=is_first_purchase,
+    )
 
 
 def program_context(program: Program) -> ProgramContext:

@@ -194,8 +194,12 @@ def test_rows_are_read_with_the_line_a_person_sees(tmp_path: Path) -> None:
         ({"items": '[{"quantity": 1, "unit_price": "1"}]'}, "items[0].sku", "required"),
         ({"items": '[{"sku": "A", "quantity": 0, "unit_price": "1"}]'}, "items[0].quantity", ""),
         ({"items": '[{"sku": "A", "unit_price": 1.005}]'}, "items[0].unit_price", "decimals"),
-        ({"items": '[{"sku": "A", "quantity": "²", "unit_price": "1"}]'}, None, "ValueError"),
-        ({"amount": "1e30"}, None, "InvalidOperation"),
+        (
+            {"items": '[{"sku": "A", "quantity": "²", "unit_price": "1"}]'},
+            "items[0].quantity",
+            "integer",
+        ),
+        ({"amount": "1e30"}, "amount", "too large"),
     ],
 )
 def test_a_bad_row_names_the_field_and_the_problem_and_spares_the_others(
@@ -575,7 +579,8 @@ def raw_items(draw: st.DrawFn) -> str:
     for _ in range(draw(st.integers(0, 3))):
         keys = draw(st.sets(st.sampled_from(["sku", "category", "quantity", "unit_price"])))
         lines.append({key: draw(VALUES_BY_KEY.get(key, text_or_value)) for key in keys})
-    text = json.dumps(lines, default=str)
+    separators = draw(st.sampled_from([(", ", ": "), (",", ":"), (",", ": ")]))
+    text = json.dumps(lines, default=str, separators=separators)
     return draw(
         st.sampled_from([text, text, text, f" {text}", "", "[]", "null", "{}", "[1]", "[{"])
     )
@@ -621,7 +626,8 @@ def good_cells(draw: st.DrawFn) -> list[str]:
 
 @st.composite
 def good_rows(draw: st.DrawFn) -> tuple[str, ...]:
-    return (*good_cells(draw), json.dumps(good_lines(draw)))
+    separators = draw(st.sampled_from([(", ", ": "), (",", ":")]))
+    return (*good_cells(draw), json.dumps(good_lines(draw), separators=separators))
 
 
 @st.composite
@@ -640,11 +646,12 @@ def nearly_good_rows(draw: st.DrawFn) -> tuple[str, ...]:
             del line[key]
         else:
             line[key] = draw(item_values)
-    return (*cells, json.dumps(lines, default=str))
+    separators = draw(st.sampled_from([(", ", ": "), (",", ":")]))
+    return (*cells, json.dumps(lines, default=str, separators=separators))
 
 
 SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -672,7 +679,7 @@ def test_the_fast_path_reads_well_formed_rows_exactly_as_the_reference(
         assert fast == parse_row_reference(row, program_currency="EUR")
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=120)
 @given(row=st.one_of(any_rows, nearly_good_rows(), good_rows()))
 def test_read_purchases_gives_each_row_the_reference_outcome(
     tmp_path: Path, row: tuple[Any, ...]
@@ -729,10 +736,35 @@ TRICKY_ROWS = (
         tuple(a_row(items=text).values())
         for text in ["", " ", "[]", " []", "null", "0", "{}", '"x"', "[1]", "[[]]", "[{", "[{}]"]
     ]
+    + [
+        tuple(a_row(items=text).values())
+        for text in [
+            '[{"sku":"A},{B","quantity":1,"unit_price":"1.00"}]',
+            '[{"sku":"A},{B"},{"sku":"C","quantity":1,"unit_price":"1.00"}]',
+            '[{"sku":"A","quantity":1,"unit_price":"1.00"},{"sku":"B}, {C","unit_price":"2.00"}]',
+            '[{"sku":"A","x":[{"a":1},{"b":2}],"quantity":1,"unit_price":"1.00"}]',
+            '[{"sku":"A","x":{"y":{}},"quantity":1,"unit_price":"1.00"}]',
+            '[{"sku":"A","unit_price":"1.00"}, {"sku":"B","unit_price":"1.00"},{"sku":"C"}]',
+            '[{"sku":"A","unit_price":"1.00"},{"sku":"B","unit_price":"1.00"}, {"sku":"C"}]',
+            '[{"sku":"A","unit_price":"1.00"}, {"sku":"B","unit_price":"1.00"},{"sku":"C",'
+            '"unit_price":"1.00"}]',
+            '[{ "sku":"A", "unit_price":"1.00" }]',
+            '[{"sku":"A","unit_price":"1.00"}] ',
+            '[{"sku":"A","unit_price":"1.00"},]',
+            '[{"sku":"A","unit_price":"1.00"}{"sku":"B","unit_price":"1.00"}]',
+            '[{"sku":"A","unit_price":"1.00"},{"sku":"A","unit_price":"1.00","sku":"B"}]',
+            '[{"sku":"A","unit_price":"1.00"},{}]',
+            '[{"sku":"A","unit_price":"1.00"},{"sku":"A","unit_price":"1.00"}}]',
+            '[{"sku":"A","unit_price":"1.00"}]]',
+            '[{"sku":"A","unit_price":"1.00"},{"sku":"B","unit_price":"1.00"} ]',
+            "[" * 100_000,
+            '[{"sku":"A","x":' + "[" * 100_000 + "}]",
+        ]
+    ]
 )
 
 
-@pytest.mark.parametrize("row", TRICKY_ROWS, ids=repr)
+@pytest.mark.parametrize("row", TRICKY_ROWS, ids=lambda row: repr(row)[:80])
 def test_the_fast_path_agrees_with_the_reference_on_edge_values(
     tmp_path: Path, row: tuple[Any, ...]
 ) -> None:
@@ -752,4 +784,6 @@ def warmed_parser() -> _Parser:
     for amount in ("1", "1.5", "1.50", "-0", "0.00"):
         parser.fast(("P", "M", "2025-01-01T00:00:00Z", amount, "", "", "", "[]"))
     parser.fast(("P", "M", "2025-01-01T00:00:00Z", "1", "", "", "", GOOD_ITEMS))
+    compact = json.dumps(json.loads(GOOD_ITEMS), separators=(",", ":"))
+    parser.fast(("P", "M", "2025-01-01T00:00:00Z", "1", "", "", "", compact))
     return parser
