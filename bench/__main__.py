@@ -9,14 +9,14 @@ from pathlib import Path
 BENCHMARKS = [
     ["-m", "bench.bench_ingest"],
     [str(Path(__file__).parent / "bench_clv.py")],
+    [str(Path(__file__).parent / "bench_analytics.py")],
 ]
 
 
 def main() -> None:
-    extra = sys.argv[1:]
     for command in BENCHMARKS:
         print(f"\n=== {' '.join(command)} ===", flush=True)
-        subprocess.run([sys.executable, *command, *extra], check=True)
+        subprocess.run([sys.executable, *command], check=True)
 
 
 if __name__ == "__main__":

@@ -248,9 +248,8 @@ def main() -> None:
     postgres = _fresh_postgres(args.postgres)
     if postgres:
         backends.append(("postgresql", postgres))
-    print(
-        f"{'backend':<11} {'engine/s':>10} {'bare/s':>10} {'ratio':>6} {'engine MiB':>11} {'bare MiB':>9}"
-    )
+    header = ("backend", "engine/s", "bare/s", "ratio", "engine MiB", "bare MiB")
+    print("{:<11} {:>10} {:>10} {:>6} {:>11} {:>9}".format(*header))
     try:
         for name, url in backends:
             _run_phase("prepare", url, None, args.members)
@@ -258,8 +257,9 @@ def main() -> None:
             engine = _run_phase("import", url, path, args.members)
             engine_rate = engine["rows"] / engine["seconds"]
             bare_rate = bare["rows"] / bare["seconds"]
+            ratio = bare_rate / engine_rate
             print(
-                f"{name:<11} {engine_rate:>10,.0f} {bare_rate:>10,.0f} {bare_rate / engine_rate:>5.1f}× "
+                f"{name:<11} {engine_rate:>10,.0f} {bare_rate:>10,.0f} {ratio:>5.1f}× "
                 f"{engine['peak_mib']:>11,.0f} {bare['peak_mib']:>9,.0f}",
                 flush=True,
             )

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from fideliza.core.errors import IdempotencyError, InsufficientPoints, InvalidState
@@ -48,12 +48,6 @@ ONE_PER_EURO = {
 START = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 SKUS = ("COF", "CAK", "TEA")
 UNIT_PRICES = ("0.50", "1.00", "2.50", "3.99", "10.00")
-
-# Two bugs the machine found (see the xfail tests at the end of this file). Until they are
-# fixed, the machine does not release a hold whose points can no longer go back where they came
-# from; everything else runs. When they are fixed: set this to False and model the chosen fix in
-# `_release` (released points of an expired lot expire; released points first pay a debt).
-AVOID_KNOWN_RELEASE_BUGS = False
 
 T = TypeVar("T")
 
@@ -190,9 +184,13 @@ class LedgerMachine(RuleBasedStateMachine):
         member.lots.append(lot)
         return lot
 
-    @staticmethod
-    def open_lots(member: ModelMember) -> list[ModelLot]:
-        return [lot for lot in member.lots if lot.state == LotState.AVAILABLE and lot.remaining > 0]
+    def open_lots(self, member: ModelMember) -> list[ModelLot]:
+        """Spendable lots: available, with points left, not past their expiry (job run or not)."""
+        return [
+            lot
+            for lot in member.lots
+            if lot.state == LotState.AVAILABLE and lot.remaining > 0 and lot.expires_at > self.clock
+        ]
 
     def share_of(self, member: ModelMember, share: int) -> int:
         spendable = sum(lot.remaining for lot in self.open_lots(member))
@@ -258,7 +256,7 @@ class LedgerMachine(RuleBasedStateMachine):
         later_hours: int,
         backdated_hours: int,
     ) -> None:
-        """A purchase at the till (1 point per euro), possibly sent late; purchases stay in order."""
+        """A purchase at the till (1 point per euro), maybe sent late; purchases stay in order."""
         self.last_step = "earn"
         self.clock += timedelta(hours=later_hours)
         member = self.member(who)
@@ -425,18 +423,22 @@ class LedgerMachine(RuleBasedStateMachine):
         held.member.held -= held.points
         self.redeemed += held.points
 
-    def release_hits_known_bug(self, held: ModelHold) -> bool:
-        """True when releasing would hit a known bug (lot already expired, or member in debt)."""
-        if not AVOID_KNOWN_RELEASE_BUGS:
-            return False
-        expired_lot = any(lot.state == LotState.EXPIRED for lot, _ in held.takes)
-        return expired_lot or held.member.available < 0
-
     def model_release(self, held: ModelHold, status: HoldStatus) -> None:
+        """Held points go back to their lots, except those of lots that expired meanwhile (they
+        expire); below zero, the points given back pay the debt first."""
+        member = held.member
+        debt = max(0, -member.available)
+        lapsed = 0
         for lot, take in held.takes:
-            lot.remaining += take
-        held.member.held -= held.points
-        held.member.available += held.points
+            if lot.state == LotState.EXPIRED:
+                lapsed += take
+                continue
+            paid = min(debt, take)
+            lot.remaining += take - paid
+            debt -= paid
+        member.held -= held.points
+        member.available += held.points - lapsed
+        self.expired += lapsed
         held.status = status
 
     @precondition(lambda self: self.holds)
@@ -456,8 +458,6 @@ class LedgerMachine(RuleBasedStateMachine):
         if held.status != HoldStatus.HELD:
             self.refused(InvalidState, work)
             return
-        if self.release_hits_known_bug(held):
-            return
         self.request(work)
         self.model_release(held, HoldStatus.RELEASED)
 
@@ -465,11 +465,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def expire_holds(self, later_days: int) -> None:
         """The job that releases holds past their TTL."""
         self.last_step = "expire_holds"
-        later = self.clock + timedelta(days=later_days)
-        due = [h for h in self.holds if h.status == HoldStatus.HELD and h.expires_at <= later]
-        if any(self.release_hits_known_bug(h) for h in due):
-            return
-        self.clock = later
+        self.clock += timedelta(days=later_days)
+        due = [h for h in self.holds if h.status == HoldStatus.HELD and h.expires_at <= self.clock]
         released = self.request(
             lambda db: ledger.expire_holds(
                 db,
@@ -529,7 +526,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 from_pending += take
             else:
                 from_available += take
-        others = [lot for lot in self.open_lots(member) if lot is not own]
+        # A reversal may also take points whose lot is past its expiry (not yet expired by the job).
+        others = [
+            lot
+            for lot in member.lots
+            if lot is not own and lot.state == LotState.AVAILABLE and lot.remaining > 0
+        ]
         left = sum(lot.remaining for lot in others)
         if still and left:
             for lot, take in burn_plan(others, min(still, left)) or []:
@@ -597,8 +599,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def take_unlock_debt(self, member: ModelMember, due: list[ModelLot], debt: int) -> None:
         """The unlock pays the debt from the lots it unlocks.
 
-        Which of them pays is not specified (`unlock_due` reads them without ORDER BY), so the
-        model checks that the database's choice is a valid one and then follows it.
+        `unlock_due` pays from the soonest-expiring lots first; the model checks that the
+        database's choice is a valid one and then follows it.
         """
         by_id = {lot.db_id: lot for lot in due}
         with self.factory() as db:
@@ -800,10 +802,10 @@ def test_random_ledger_operations_keep_every_invariant(
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=30,
+            max_examples=40,
             stateful_step_count=25,
             deadline=None,
-            print_blob=True, database=None,
+            print_blob=True,
             suppress_health_check=[
                 HealthCheck.too_slow,
                 HealthCheck.filter_too_much,
@@ -813,7 +815,7 @@ def test_random_ledger_operations_keep_every_invariant(
     )
 
 
-# --- what the machine found ----------------------------------------------------------------------
+# --- what the machine found (both fixed in 294d10c), kept as regressions --------------------------
 
 
 def _earn(db: Session, program: Any, member: Any, points: int, at: datetime) -> ledger.Earned:
@@ -834,14 +836,12 @@ def _earn(db: Session, program: Any, member: Any, points: int, at: datetime) -> 
     return earned
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ledger.release gives held points back to a lot the expiry job has already expired: "
-    "the points come back to life in 'available', on an expired lot that never expires again",
-)
 def test_releasing_a_hold_after_its_lot_expired_does_not_revive_points(
     db: Session, now: datetime
 ) -> None:
+    """Found as: adjust, hold, expire, expire_holds. The release used to give the held points
+    back to a lot already expired: 'available' grew, no open lot backed it, and it never expired.
+    """
     program = make_program(db, now=now, settings={"expiry": {"mode": "days", "days": 30}})
     member = make_member(db, program=program, now=now)
     _earn(db, program, member, 100, now)
@@ -859,19 +859,17 @@ def test_releasing_a_hold_after_its_lot_expired_does_not_revive_points(
     assert ledger.expire_due(db, program_id=program.id, now=now + timedelta(days=30)) == 60
     ledger.release(db, program_id=program.id, hold_id=held.id, now=now + timedelta(days=31))
     db.commit()
-    # The 40 held points were due to expire with their lot: released, they must not be
-    # spendable-looking points that no lot backs (check_ledger reports both).
+    # The 40 held points were due to expire with their lot: released, they expire too.
     assert check_ledger(db, program_id=program.id) == []
-    assert ledger.balance(db, member_id=member.id).available == 0
+    assert ledger.balance(db, member_id=member.id) == ledger.Balance(0, 0, 0)
+    expired = ledger.system_account_ids(db, program_id=program.id)[AccountKind.EXPIRED]
+    assert db.scalar(select(func.sum(Entry.amount)).where(Entry.account_id == expired)) == 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ledger.release while the member is below zero (a return after spending) puts the "
-    "points back into lots without paying the debt: the lots hold points the balance does not, "
-    "and redeem then spends them, taking the balance below zero without any return",
-)
 def test_releasing_a_hold_while_in_debt_pays_the_debt_first(db: Session, now: datetime) -> None:
+    """A return after a hold took the balance below zero; the release used to put the points
+    back into lots without paying that debt, and redeem then spent them (balance −40 again).
+    """
     program = make_program(db, now=now)
     member = make_member(db, program=program, now=now)
     earned = _earn(db, program, member, 100, now)

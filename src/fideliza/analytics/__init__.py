@@ -1,1 +1,112 @@
-"""analytics domain."""
+"""Customer insight: who is loyal and why, as DataFrames (issue 4).
+
+    from fideliza import analytics as fa
+
+    data = fa.open_files("purchases.csv", timezone="Europe/Madrid")   # or fa.open_database(url)
+    fa.buyer_summary(data.transactions)                # customers vs one-time buyers
+    fa.defection(data.transactions, period="month")    # defection rate per month
+    fa.rfm_segments(data.transactions, as_of="2025-07-01")
+
+Each metric is an Ibis expression (`*_expr`) run on the backend that holds the data (DuckDB
+for files, frames and SQLite; PostgreSQL in place), returned as a pandas DataFrame or, with
+`output="polars"`, a polars one. The customer-base models (BG/NBD, Pareto/NBD, Gamma-Gamma,
+CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
+
+Not yet here (issue 4): the loyalty matrix (part 5), program economics (part 7), the report
+(part 8), and PySpark: the expressions use only portable Ibis operations (epoch-second day
+counts, integer rank comparisons) but have no Spark source or Spark test yet.
+"""
+
+from fideliza.analytics.behaviour import (
+    active_customers,
+    active_customers_expr,
+    buyer_summary,
+    buyer_summary_expr,
+    cohort_retention,
+    cohort_retention_expr,
+    defection,
+    defection_expr,
+    inter_purchase_times,
+    inter_purchase_times_expr,
+    purchase_frequency,
+    purchase_frequency_expr,
+)
+from fideliza.analytics.frames import DataFrame, Output, to_frame
+from fideliza.analytics.periods import Period, within
+from fideliza.analytics.referrals import referral_acquisition, referral_acquisition_expr
+from fideliza.analytics.segments import (
+    DEFAULT_RFM_RULES,
+    MIGRATION_FROM,
+    MIGRATION_TO,
+    RfmRule,
+    RfmSegment,
+    UsageGroup,
+    UsageMeasure,
+    UsageRule,
+    customer_usage,
+    customer_usage_expr,
+    rfm,
+    rfm_expr,
+    rfm_segments,
+    rfm_segments_expr,
+    usage_groups,
+    usage_groups_expr,
+    usage_migration,
+    usage_migration_expr,
+)
+from fideliza.analytics.sources import (
+    REFERRALS_SCHEMA,
+    SURVEYS_SCHEMA,
+    TRANSACTIONS_SCHEMA,
+    AnalyticsData,
+    open_database,
+    open_files,
+    open_frames,
+)
+
+__all__ = [
+    "DEFAULT_RFM_RULES",
+    "MIGRATION_FROM",
+    "MIGRATION_TO",
+    "REFERRALS_SCHEMA",
+    "SURVEYS_SCHEMA",
+    "TRANSACTIONS_SCHEMA",
+    "AnalyticsData",
+    "DataFrame",
+    "Output",
+    "Period",
+    "RfmRule",
+    "RfmSegment",
+    "UsageGroup",
+    "UsageMeasure",
+    "UsageRule",
+    "active_customers",
+    "active_customers_expr",
+    "buyer_summary",
+    "buyer_summary_expr",
+    "cohort_retention",
+    "cohort_retention_expr",
+    "customer_usage",
+    "customer_usage_expr",
+    "defection",
+    "defection_expr",
+    "inter_purchase_times",
+    "inter_purchase_times_expr",
+    "open_database",
+    "open_files",
+    "open_frames",
+    "purchase_frequency",
+    "purchase_frequency_expr",
+    "referral_acquisition",
+    "referral_acquisition_expr",
+    "rfm",
+    "rfm_expr",
+    "rfm_segments",
+    "rfm_segments_expr",
+    "to_frame",
+    "usage_groups",
+    "usage_groups_expr",
+    "usage_migration",
+    "usage_migration_expr",
+    "within",
+]

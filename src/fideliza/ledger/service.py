@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import InsufficientPoints, InvalidState, NotFound, ValidationError
@@ -269,12 +269,19 @@ def _allocate(
     )
 
 
-def _open_lots(db: Session, *, member_id: int) -> list[OpenLot]:
-    rows = db.execute(
-        select(Lot.id, Lot.remaining, Lot.expires_at, Lot.earned_at).where(
-            Lot.member_id == member_id, Lot.state == LotState.AVAILABLE, Lot.remaining > 0
-        )
-    ).all()
+def _open_lots(db: Session, *, member_id: int, now: datetime | None) -> list[OpenLot]:
+    """The member's available lots with points left; with `now`, only those not yet expired.
+
+    Spending passes `now`: a lot past its expiry is not spent even before the expiry job has
+    run. A return's reversal passes None: it may take back points whose lot is about to be
+    expired anyway, which keeps the balance equal to what the lots hold.
+    """
+    statement = select(Lot.id, Lot.remaining, Lot.expires_at, Lot.earned_at).where(
+        Lot.member_id == member_id, Lot.state == LotState.AVAILABLE, Lot.remaining > 0
+    )
+    if now is not None:
+        statement = statement.where(or_(Lot.expires_at.is_(None), Lot.expires_at > now))
+    rows = db.execute(statement).all()
     return [OpenLot(id=r[0], remaining=r[1], expires_at=r[2], earned_at=r[3]) for r in rows]
 
 
@@ -415,7 +422,7 @@ def redeem(
     """Spends available points at once (first-expiring lots first); returns the transaction id."""
     _require_active(db, member_id)
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
-    plan = plan_burn(_open_lots(db, member_id=member_id), points)
+    plan = plan_burn(_open_lots(db, member_id=member_id, now=now), points)
     system = system_account_ids(db, program_id=program_id)
     transaction_id = post(
         db,
@@ -462,7 +469,7 @@ def hold(
             )
         return existing
     _require_active(db, member_id)
-    plan = plan_burn(_open_lots(db, member_id=member_id), points)
+    plan = plan_burn(_open_lots(db, member_id=member_id, now=now), points)
     transaction_id = post(
         db,
         program_id=program_id,
@@ -635,7 +642,7 @@ def adjust(
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
     available_id, available_before = accounts[AccountKind.AVAILABLE]
     issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
-    plan = plan_burn(_open_lots(db, member_id=member_id), -points) if points < 0 else []
+    plan = plan_burn(_open_lots(db, member_id=member_id, now=now), -points) if points < 0 else []
     transaction_id = post(
         db,
         program_id=program_id,
@@ -694,7 +701,7 @@ def transfer(
         raise ValidationError(f"must be positive, got {points}", field="points")
     _require_active(db, from_member_id, to_member_id)
     accounts = lock_member_accounts(db, member_ids=[from_member_id, to_member_id])
-    lots = _open_lots(db, member_id=from_member_id)
+    lots = _open_lots(db, member_id=from_member_id, now=now)
     plan = plan_burn(lots, points)
     by_id = {lot.id: lot for lot in lots}
     to_available_id, to_before = accounts[to_member_id][AccountKind.AVAILABLE]
@@ -781,7 +788,9 @@ def reverse_earning(
         still -= take
     if still:
         others = [
-            lot for lot in _open_lots(db, member_id=member_id) if own is None or lot.id != own.id
+            lot
+            for lot in _open_lots(db, member_id=member_id, now=None)
+            if own is None or lot.id != own.id
         ]
         left = sum(lot.remaining for lot in others)
         if left:
@@ -845,9 +854,12 @@ def unlock_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_0
             continue  # another worker or a purchase holds this member; the next run takes it
         accounts = locked[member_id]
         lots = db.execute(
-            select(Lot.id, Lot.remaining).where(
+            select(Lot.id, Lot.remaining)
+            .where(
                 Lot.member_id == member_id, Lot.state == LotState.PENDING, Lot.available_at <= now
             )
+            # A debt is paid from the soonest-expiring lots first, like any spending.
+            .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
         ).all()
         points = sum(remaining for _, remaining in lots)
         if points:

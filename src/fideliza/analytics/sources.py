@@ -1,0 +1,679 @@
+"""Opens the data the analytics read as Ibis tables of one shape, from files, frames or a database.
+
+Every source gives the same tables (DESIGN.md, "Data the analytics read"):
+
+- `transactions`: member_id (text), occurred_at (timestamp), amount (decimal(18,4)), currency,
+  channel, store (text, may be null), items (JSON text, may be null);
+- `surveys` (optional): member_id, answered_at (timestamp), kind ('nps' | 'csat' | 'custom'),
+  score (float64);
+- `referrals` (optional): member_id (the referred member), referrer_id, referred_at (timestamp).
+
+Timestamps are **naive local wall-clock times in the data's `timezone`**, truncated to whole
+seconds: a calendar month is then the business's month, and epoch-second arithmetic gives the
+same day counts on every backend. Text timestamps must carry an offset (as the purchases file
+format requires); `assume_timezone` names the zone of those that do not, which are otherwise
+refused. Member ids are the members' external ids (the ids a till or a file knows).
+
+Files, DataFrames and a SQLite database are loaded into DuckDB (in memory, or in a `database`
+file for data larger than memory), so the metrics run on DuckDB; a PostgreSQL database is read
+where it is, and the metrics run on PostgreSQL through Ibis. DuckDB's SQLite extension cannot
+be installed offline and SQLite itself lacks the decimals and window functions the metrics
+use, hence the copy.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+from ibis.backends import BaseBackend
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from fideliza.analytics.frames import quiet_ibis
+from fideliza.core.errors import ValidationError
+
+PathLike: TypeAlias = str | Path
+FrameLike: TypeAlias = pd.DataFrame | pl.DataFrame | pa.Table
+Source: TypeAlias = PathLike | Sequence[PathLike] | FrameLike
+
+TRANSACTIONS_SCHEMA = ibis.schema(
+    {
+        "member_id": "string",
+        "occurred_at": "timestamp",
+        "amount": "decimal(18, 4)",
+        "currency": "string",
+        "channel": "string",
+        "store": "string",
+        "items": "string",
+    }
+)
+SURVEYS_SCHEMA = ibis.schema(
+    {"member_id": "string", "answered_at": "timestamp", "kind": "string", "score": "float64"}
+)
+REFERRALS_SCHEMA = ibis.schema(
+    {"member_id": "string", "referrer_id": "string", "referred_at": "timestamp"}
+)
+SURVEY_KINDS = ("nps", "csat", "custom")
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+# A time of day followed by an offset ("…T10:00:00+01:00", "… 10:00Z"); a bare date has none.
+_OFFSET_PATTERN = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|[+-]\d{2}(:?\d{2})?)$"
+_SQLITE_CHUNK = 100_000
+_MONEY_SCALE = 10_000  # fideliza.db.Money stores 1/10,000ths on SQLite
+
+
+@dataclass(frozen=True, eq=False)
+class AnalyticsData:
+    """The tables the analytics read, on one Ibis backend; `close()` releases the backend."""
+
+    transactions: ir.Table
+    surveys: ir.Table | None
+    referrals: ir.Table | None
+    timezone: str
+    backend: BaseBackend
+
+    def close(self) -> None:
+        """Disconnects the backend (an in-memory DuckDB forgets the data)."""
+        self.backend.disconnect()
+
+    def __enter__(self) -> AnalyticsData:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --- what each table needs --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    name: str
+    kind: str  # id | timestamp | money | text | json | survey_kind | score
+    required: bool
+
+
+_TRANSACTION_COLUMNS = (
+    _Column("member_id", "id", True),
+    _Column("occurred_at", "timestamp", True),
+    _Column("amount", "money", True),
+    _Column("currency", "text", False),
+    _Column("channel", "text", False),
+    _Column("store", "text", False),
+    _Column("items", "json", False),
+)
+_SURVEY_COLUMNS = (
+    _Column("member_id", "id", True),
+    _Column("answered_at", "timestamp", True),
+    _Column("kind", "survey_kind", True),
+    _Column("score", "score", True),
+)
+_REFERRAL_COLUMNS = (
+    _Column("member_id", "id", True),
+    _Column("referrer_id", "id", True),
+    _Column("referred_at", "timestamp", True),
+)
+_TABLES: Mapping[str, tuple[_Column, ...]] = {
+    "transactions": _TRANSACTION_COLUMNS,
+    "surveys": _SURVEY_COLUMNS,
+    "referrals": _REFERRAL_COLUMNS,
+}
+_PROBLEMS = {
+    "id": "is required",
+    "timestamp": "is not an ISO 8601 timestamp with a timezone (e.g. 2025-03-01T10:00:00+01:00)",
+    "money": "is not a decimal number",
+    "survey_kind": f"must be one of {', '.join(SURVEY_KINDS)}",
+    "score": "is not a number",
+}
+
+
+# --- public openers ---------------------------------------------------------------------------
+
+
+def open_files(
+    transactions: PathLike | Sequence[PathLike],
+    *,
+    surveys: PathLike | Sequence[PathLike] | None = None,
+    referrals: PathLike | Sequence[PathLike] | None = None,
+    timezone: str = "UTC",
+    assume_timezone: str | None = None,
+    database: PathLike | None = None,
+) -> AnalyticsData:
+    """Loads CSV or Parquet files (chosen by extension) into DuckDB and opens them.
+
+    CSV files are the purchases format (header with at least member_id, occurred_at, amount;
+    external_id, currency, channel, store and a JSON `items` optional; other columns ignored).
+    A missing required column or a value that cannot be read raises a ValidationError naming
+    the column and the value, before any table is returned.
+    """
+    return _open_duckdb(
+        {"transactions": transactions, "surveys": surveys, "referrals": referrals},
+        timezone=timezone,
+        assume_timezone=assume_timezone,
+        database=database,
+    )
+
+
+def open_frames(
+    transactions: FrameLike,
+    *,
+    surveys: FrameLike | None = None,
+    referrals: FrameLike | None = None,
+    timezone: str = "UTC",
+    assume_timezone: str | None = None,
+    database: PathLike | None = None,
+) -> AnalyticsData:
+    """Loads pandas/polars DataFrames or Arrow tables (same columns as the files) into DuckDB."""
+    return _open_duckdb(
+        {"transactions": transactions, "surveys": surveys, "referrals": referrals},
+        timezone=timezone,
+        assume_timezone=assume_timezone,
+        database=database,
+    )
+
+
+def open_database(
+    url: str,
+    *,
+    program: str | None = None,
+    timezone: str | None = None,
+    surveys: Source | None = None,
+    referrals: Source | None = None,
+    assume_timezone: str | None = None,
+) -> AnalyticsData:
+    """Opens one program's purchases in Fideliza's operational database (SQLAlchemy URL).
+
+    `program` is the program's code; it may be left out when the database holds one program.
+    `amount` is the purchase amount net of returned items (`amount - amount_returned`), and
+    `timezone` defaults to the program's, so periods are the business's calendar periods.
+    SQLite databases are copied into an in-memory DuckDB; PostgreSQL is queried in place.
+    `surveys` and `referrals`, when given, are files or frames loaded onto the same backend.
+    """
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if not path or not Path(path).is_file():  # SQLite would create an empty file
+            raise ValidationError(f"names no SQLite database file: {path!r}", field="url")
+    elif not url.startswith("postgresql"):
+        raise ValidationError("must be a sqlite:// or postgresql:// URL", field="url")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, code, timezone FROM programs")).all()
+    except SQLAlchemyError as exc:
+        raise ValidationError(
+            f"cannot be read as a Fideliza database: {_first_line(exc)}", field="url"
+        ) from None
+    finally:
+        engine.dispose()
+    program_id, zone = _choose_program(rows, program)
+    zone = _check_zone(timezone or zone, field="timezone")
+    extras = {"surveys": surveys, "referrals": referrals}
+    if url.startswith("sqlite"):
+        return _open_sqlite(url, program_id, zone, extras, assume_timezone)
+    return _open_postgres(url, program_id, zone, extras, assume_timezone)
+
+
+# --- DuckDB: files and frames -----------------------------------------------------------------
+
+
+def _open_duckdb(
+    sources: Mapping[str, Source | None],
+    *,
+    timezone: str,
+    assume_timezone: str | None,
+    database: PathLike | None,
+) -> AnalyticsData:
+    zone = _check_zone(timezone, field="timezone")
+    assumed = None if assume_timezone is None else _check_zone(assume_timezone, "assume_timezone")
+    backend = ibis.duckdb.connect(":memory:" if database is None else str(database))
+    try:
+        tables = {
+            name: None
+            if source is None
+            else _load_into_duckdb(backend, name, source, zone=zone, assumed=assumed)
+            for name, source in sources.items()
+        }
+    except BaseException:
+        backend.disconnect()
+        raise
+    transactions = tables["transactions"]
+    assert transactions is not None
+    return AnalyticsData(
+        transactions=transactions,
+        surveys=tables["surveys"],
+        referrals=tables["referrals"],
+        timezone=zone,
+        backend=backend,
+    )
+
+
+def _load_into_duckdb(
+    backend: Any, name: str, source: Source, *, zone: str, assumed: str | None
+) -> ir.Table:
+    """Creates the table `fideliza_<name>` from a file list or a frame; returns it."""
+    raw = backend.con
+    view = f"fideliza_{name}_source"
+    if isinstance(source, pd.DataFrame | pl.DataFrame | pa.Table):
+        try:
+            arrow = _as_arrow(source)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValidationError(f"cannot be read: {_first_line(exc)}", field=name) from None
+        raw.register(view, arrow)
+        relation = view
+    else:
+        relation = _file_relation(source, field=name)
+    try:
+        described = raw.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    except Exception as exc:  # duckdb raises IOException, InvalidInputException, …
+        raise ValidationError(f"cannot be read: {_first_line(exc)}", field=name) from None
+    columns = {row[0]: row[1] for row in described}
+    target = f"fideliza_{name}"
+    _create_normalized(
+        raw, relation, columns, _TABLES[name], target, table=name, zone=zone, assumed=assumed
+    )
+    if relation == view:
+        raw.unregister(view)
+    with quiet_ibis():
+        return backend.table(target)
+
+
+def _as_arrow(frame: FrameLike) -> pa.Table:
+    if isinstance(frame, pa.Table):
+        return frame
+    if isinstance(frame, pl.DataFrame):
+        return frame.to_arrow()
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _file_relation(source: PathLike | Sequence[PathLike], *, field: str) -> str:
+    paths = [Path(source)] if isinstance(source, str | Path) else [Path(p) for p in source]
+    if not paths:
+        raise ValidationError("names no file", field=field)
+    for path in paths:
+        if not path.is_file():
+            raise ValidationError(f"no such file: {path}", field=field)
+    names = [path.name.lower() for path in paths]
+    listed = "[" + ", ".join(_sql_string(str(path)) for path in paths) + "]"
+    if all(name.endswith(CSV_SUFFIXES) for name in names):
+        # All text: the values are converted (and checked) below, the same way for every file.
+        return (
+            f"read_csv({listed}, header = true, all_varchar = true, delim = ',', "
+            "quote = '\"', escape = '\"')"
+        )
+    if all(name.endswith(PARQUET_SUFFIXES) for name in names):
+        return f"read_parquet({listed})"
+    raise ValidationError(
+        f"must all be CSV ({', '.join(CSV_SUFFIXES)}) or all Parquet "
+        f"({', '.join(PARQUET_SUFFIXES)}), got {', '.join(p.name for p in paths)}",
+        field=field,
+    )
+
+
+def _create_normalized(
+    raw: Any,
+    relation: str,
+    columns: Mapping[str, str],
+    spec: Sequence[_Column],
+    target: str,
+    *,
+    table: str,
+    zone: str,
+    assumed: str | None,
+) -> None:
+    """CREATE TABLE target AS the normalized columns of `relation`, refusing bad values."""
+    present = {name.strip(): name for name in columns}
+    missing = [column.name for column in spec if column.required and column.name not in present]
+    if missing:
+        raise ValidationError(
+            f"is a required column of {table} but the input has no {', '.join(missing)} "
+            f"(found: {', '.join(present) or 'nothing'})",
+            field=missing[0],
+        )
+    expressions: dict[str, str] = {}
+    for column in spec:
+        if column.name not in present:
+            kind = "DOUBLE" if column.kind == "score" else "VARCHAR"
+            expressions[column.name] = f"CAST(NULL AS {kind})"
+            continue
+        source_name = present[column.name]
+        source_type = columns[source_name]
+        name = _quote(source_name)
+        if source_type.upper() == "NULL":  # e.g. an empty object column of a pandas frame
+            name, source_type = f"CAST({name} AS VARCHAR)", "VARCHAR"
+        expressions[column.name] = _normalize_sql(
+            column, name, source_type, zone=zone, assumed=assumed
+        )
+    select = ", ".join(f"{sql} AS {_quote(name)}" for name, sql in expressions.items())
+    try:
+        _run(raw, f"CREATE OR REPLACE TABLE {target} AS SELECT {select} FROM {relation}")
+    except Exception as exc:
+        raise ValidationError(f"cannot be read: {_first_line(exc)}", field=table) from None
+    required = [column for column in spec if column.required]
+    counts = _one(
+        raw,
+        "SELECT "
+        + ", ".join(f"count(*) FILTER (WHERE {_quote(c.name)} IS NULL)" for c in required)
+        + f" FROM {target}",
+    )
+    bad = [column for column, count in zip(required, counts, strict=True) if count]
+    if bad:
+        _run(raw, f"DROP TABLE {target}")
+        raise _bad_value(raw, relation, present, bad[0], expressions[bad[0].name], assumed)
+    if table == "surveys":
+        _check_nps_scores(raw, target)
+
+
+def _normalize_sql(
+    column: _Column, name: str, source_type: str, *, zone: str, assumed: str | None
+) -> str:
+    """The DuckDB SQL that turns a source column into its normalized value (NULL when bad)."""
+    kind = column.kind
+    is_text = source_type.upper() == "VARCHAR"
+    if kind in ("id", "text"):
+        return f"NULLIF(TRIM(CAST({name} AS VARCHAR)), '')"
+    if kind == "json":
+        if is_text:
+            return f"NULLIF(TRIM({name}), '')"
+        return f"CAST(to_json({name}) AS VARCHAR)"
+    if kind == "money":
+        value = f"TRIM({name})" if is_text else name
+        return f"TRY_CAST({value} AS DECIMAL(18, 4))"
+    if kind == "score":
+        value = f"TRIM({name})" if is_text else name
+        return f"TRY_CAST({value} AS DOUBLE)"
+    if kind == "survey_kind":
+        value = f"lower(TRIM(CAST({name} AS VARCHAR)))"
+        allowed = ", ".join(_sql_string(k) for k in SURVEY_KINDS)
+        return f"CASE WHEN {value} IN ({allowed}) THEN {value} END"
+    return f"date_trunc('second', {_timestamp_sql(column, name, source_type, zone, assumed)})"
+
+
+def _timestamp_sql(
+    column: _Column, name: str, source_type: str, zone: str, assumed: str | None
+) -> str:
+    local = _sql_string(zone)
+    kind = source_type.upper()
+    if kind == "VARCHAR":
+        value = f"TRIM({name})"
+        naive = (
+            "CAST(NULL AS TIMESTAMP)"
+            if assumed is None
+            else f"timezone({local}, timezone({_sql_string(assumed)}, "
+            f"TRY_CAST({value} AS TIMESTAMP)))"
+        )
+        return (
+            f"CASE WHEN regexp_matches({value}, {_sql_string(_OFFSET_PATTERN)}) "
+            f"THEN timezone({local}, TRY_CAST({value} AS TIMESTAMPTZ)) ELSE {naive} END"
+        )
+    if kind == "TIMESTAMP WITH TIME ZONE":
+        return f"timezone({local}, {name})"
+    if kind.startswith("TIMESTAMP") or kind == "DATE":
+        if assumed is None:
+            raise ValidationError(
+                f"holds timestamps without a timezone ({source_type}): give their zone as "
+                "assume_timezone",
+                field=column.name,
+            )
+        return f"timezone({local}, timezone({_sql_string(assumed)}, CAST({name} AS TIMESTAMP)))"
+    raise ValidationError(
+        f"must be timestamps or ISO 8601 text, the column is {source_type}", field=column.name
+    )
+
+
+def _bad_value(
+    raw: Any,
+    relation: str,
+    present: Mapping[str, str],
+    column: _Column,
+    expression: str,
+    assumed: str | None,
+) -> ValidationError:
+    """Finds the first row whose `column` is bad and describes it (the slow path, on error)."""
+    context = [
+        name for name in ("external_id", "member_id") if name in present and name != column.name
+    ]
+    wanted = [present[column.name], *(present[name] for name in context)]
+    row = _one(
+        raw,
+        f"SELECT {', '.join(f'CAST({_quote(n)} AS VARCHAR)' for n in wanted)} "
+        f"FROM {relation} WHERE ({expression}) IS NULL LIMIT 1",
+    )
+    value, *where = row if row is not None else (None,)
+    problem = _PROBLEMS[column.kind]
+    if value is None or not str(value).strip():
+        problem, shown = "is required", ""
+    else:
+        shown = f": {value!r}"
+        if column.kind == "timestamp" and assumed is None:
+            problem += "; for times without an offset, give their zone as assume_timezone"
+    located = ", ".join(f"{name} {ident!r}" for name, ident in zip(context, where, strict=True))
+    suffix = f" (row with {located})" if located else ""
+    return ValidationError(f"{problem}{shown}{suffix}", field=column.name)
+
+
+def _check_nps_scores(raw: Any, target: str) -> None:
+    row = _one(
+        raw,
+        f"SELECT member_id, score FROM {target} WHERE kind = 'nps' "
+        "AND (score < 0 OR score > 10 OR score <> floor(score)) LIMIT 1",
+    )
+    if row is not None:
+        _run(raw, f"DROP TABLE {target}")
+        raise ValidationError(
+            f"must be a whole number from 0 to 10 for an nps answer: {row[1]!r} "
+            f"(member_id {row[0]!r})",
+            field="score",
+        )
+
+
+# --- the operational database -----------------------------------------------------------------
+
+
+def _choose_program(rows: Sequence[Any], program: str | None) -> tuple[int, str]:
+    if program is None:
+        if len(rows) == 1:
+            return int(rows[0][0]), str(rows[0][2])
+        codes = ", ".join(sorted(str(row[1]) for row in rows)) or "none"
+        raise ValidationError(
+            f"is required: the database holds {len(rows)} programs ({codes})", field="program"
+        )
+    for program_id, code, zone in rows:
+        if code == program:
+            return int(program_id), str(zone)
+    raise ValidationError(f"no program has the code {program!r}", field="program")
+
+
+_SQLITE_PURCHASES = """
+SELECT m.external_id, p.occurred_at, p.amount - p.amount_returned,
+       p.currency, p.channel, p.store, p.items
+FROM purchases AS p JOIN members AS m ON m.id = p.member_id
+WHERE p.program_id = ?
+"""
+_SQLITE_SCHEMA = pa.schema(
+    [
+        ("member_id", pa.string()),
+        ("occurred_at", pa.string()),
+        ("amount", pa.int64()),
+        ("currency", pa.string()),
+        ("channel", pa.string()),
+        ("store", pa.string()),
+        ("items", pa.string()),
+    ]
+)
+
+
+def _open_sqlite(
+    url: str,
+    program_id: int,
+    zone: str,
+    extras: Mapping[str, Source | None],
+    assumed: str | None,
+) -> AnalyticsData:
+    path = make_url(url).database
+    if not path:
+        raise ValidationError("must name a SQLite database file", field="url")
+    backend = ibis.duckdb.connect()
+    try:
+        # Read-only, so an analysis never takes the operational database's write lock; DuckDB
+        # pulls the batches from its own thread, one at a time.
+        source = sqlite3.connect(
+            f"file:{Path(path).resolve()}?mode=ro", uri=True, check_same_thread=False
+        )
+        try:
+            reader = pa.RecordBatchReader.from_batches(
+                _SQLITE_SCHEMA, _sqlite_batches(source, program_id)
+            )
+            backend.con.register("fideliza_sqlite_purchases", reader)
+            # SQLite keeps UTC text without a zone and money as integer 1/10,000ths.
+            _run(
+                backend.con,
+                "CREATE OR REPLACE TABLE fideliza_transactions AS SELECT member_id, "
+                f"date_trunc('second', timezone({_sql_string(zone)}, "
+                "timezone('UTC', CAST(occurred_at AS TIMESTAMP)))) AS occurred_at, "
+                f"CAST(CAST(amount AS DECIMAL(18, 0)) * CAST({1 / _MONEY_SCALE} AS DECIMAL(5, 4))"
+                " AS DECIMAL(18, 4)) AS amount, currency, channel, store, items "
+                "FROM fideliza_sqlite_purchases",
+            )
+            backend.con.unregister("fideliza_sqlite_purchases")
+        finally:
+            source.close()
+        tables = {
+            name: None
+            if extra is None
+            else _load_into_duckdb(backend, name, extra, zone=zone, assumed=assumed)
+            for name, extra in extras.items()
+        }
+    except BaseException:
+        backend.disconnect()
+        raise
+    with quiet_ibis():
+        transactions = backend.table("fideliza_transactions")
+    return AnalyticsData(
+        transactions=transactions,
+        surveys=tables["surveys"],
+        referrals=tables["referrals"],
+        timezone=zone,
+        backend=backend,
+    )
+
+
+def _sqlite_batches(source: sqlite3.Connection, program_id: int) -> Iterator[pa.RecordBatch]:
+    cursor = source.execute(_SQLITE_PURCHASES, (program_id,))
+    while rows := cursor.fetchmany(_SQLITE_CHUNK):
+        columns = list(zip(*rows, strict=True))
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(values, type=f.type)
+                for values, f in zip(columns, _SQLITE_SCHEMA, strict=True)
+            ],
+            schema=_SQLITE_SCHEMA,
+        )
+
+
+def _open_postgres(
+    url: str,
+    program_id: int,
+    zone: str,
+    extras: Mapping[str, Source | None],
+    assumed: str | None,
+) -> AnalyticsData:
+    parts = make_url(url)
+    backend = ibis.postgres.connect(
+        host=parts.host or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username,
+        password=parts.password,
+        database=parts.database,
+    )
+    try:
+        local = _sql_string(zone)
+        # A temporary view rather than `backend.sql(...)`: Ibis 12 with sqlglot 30 renders the
+        # DROP VIEW it issues there without the view's name.
+        with backend.raw_sql(
+            "CREATE TEMPORARY VIEW fideliza_transactions AS "
+            "SELECT m.external_id AS member_id, "
+            f"date_trunc('second', p.occurred_at AT TIME ZONE {local}) AS occurred_at, "
+            "CAST(p.amount - p.amount_returned AS NUMERIC(18, 4)) AS amount, "
+            "CAST(p.currency AS TEXT) AS currency, CAST(p.channel AS TEXT) AS channel, "
+            "CAST(p.store AS TEXT) AS store, CAST(p.items AS TEXT) AS items "
+            "FROM purchases AS p JOIN members AS m ON m.id = p.member_id "
+            f"WHERE p.program_id = {int(program_id)}"
+        ):
+            pass
+        transactions = backend.table("fideliza_transactions")
+        tables: dict[str, ir.Table | None] = {}
+        for name, extra in extras.items():
+            if extra is None:
+                tables[name] = None
+                continue
+            # Normalized in a scratch DuckDB, then uploaded as a temporary table.
+            scratch = ibis.duckdb.connect()
+            try:
+                loaded = _load_into_duckdb(scratch, name, extra, zone=zone, assumed=assumed)
+                rows = loaded.to_pyarrow()
+            finally:
+                scratch.disconnect()
+            tables[name] = backend.create_table(f"fideliza_{name}", rows, temp=True)
+    except BaseException:
+        backend.disconnect()
+        raise
+    return AnalyticsData(
+        transactions=transactions,
+        surveys=tables["surveys"],
+        referrals=tables["referrals"],
+        timezone=zone,
+        backend=backend,
+    )
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def _run(raw: Any, sql: str) -> None:
+    """Runs a statement to completion (DuckDB 2 refuses new work while a result is unread)."""
+    raw.execute(sql).fetchall()
+
+
+def _one(raw: Any, sql: str) -> Any:
+    """The first row of a query (or None), reading the result to its end."""
+    rows = raw.execute(sql).fetchall()
+    return rows[0] if rows else None
+
+
+def _check_zone(zone: str, field: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"is not a known IANA timezone: {zone!r}", field=field) from None
+    return zone
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

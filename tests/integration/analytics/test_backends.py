@@ -1,0 +1,237 @@
+"""The same analytics expressions give the same results on every source and backend.
+
+A program's purchases (and returns) are recorded through the purchases service in the
+operational database, SQLite and PostgreSQL alike, then read back with `open_database`: on
+SQLite they are copied into DuckDB, on PostgreSQL the metrics run on PostgreSQL itself. The
+reference is the same history built as a DataFrame and opened on DuckDB; CSV and Parquet files
+of it must agree too. Every metric must match the reference row for row: counts, dates and
+money exactly; floats to 1e-12 relative (a sum of doubles may round differently per backend).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fideliza import analytics as fa
+from fideliza.db import make_engine, make_session_factory
+from fideliza.purchases import service as purchases
+from tests.factories import make_member, make_program
+
+pytestmark = pytest.mark.filterwarnings("ignore:The 'future.infer_string' option")
+
+TIMEZONE = "Europe/Madrid"
+NOW = datetime(2025, 12, 31, 12, 0, tzinfo=UTC)
+MEMBERS = 36
+CENT = Decimal("0.01")
+
+
+def build_history(seed: int = 4) -> tuple[list[dict[str, Any]], list[tuple[str, Decimal]]]:
+    """Purchases (with sub-second times, some across local midnight at a month's end) and the
+    returns to record against some of them: (purchase external id, amount returned)."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    for index in range(MEMBERS):
+        member = f"m-{index:02d}"
+        at = start + timedelta(days=rng.randrange(0, 540), seconds=rng.randrange(0, 86_400))
+        for visit in range(rng.choice([1, 1, 1, 2, 2, 3, 5, 8])):
+            if visit:
+                at += timedelta(days=rng.choice([0, 1, 6, 13, 27, 40, 95]), hours=rng.randrange(24))
+            moment = at.replace(microsecond=rng.choice([0, 400_000, 999_999]))
+            rows.append(
+                {
+                    "external_id": f"t-{index:02d}-{visit}",
+                    "member_id": member,
+                    "occurred_at": moment,
+                    "amount": Decimal(rng.randrange(100, 20_000)) / 100,
+                }
+            )
+    # 23:30 UTC on the last day of October is 00:30 on 1 November in Madrid.
+    rows.append(
+        {
+            "external_id": "t-edge",
+            "member_id": "m-00",
+            "occurred_at": datetime(2024, 10, 31, 23, 30, 59, 999_999, tzinfo=UTC),
+            "amount": Decimal("12.34"),
+        }
+    )
+    returns = [(row["external_id"], (row["amount"] / 4).quantize(CENT)) for row in rows[::9]]
+    return rows, returns
+
+
+HISTORY, RETURNS = build_history()
+REFERRALS = pd.DataFrame(
+    {
+        "member_id": [f"m-{i:02d}" for i in range(1, MEMBERS, 3)],
+        "referrer_id": ["m-00"] * len(range(1, MEMBERS, 3)),
+        "referred_at": ["2024-03-01T00:00:00Z"] * len(range(1, MEMBERS, 3)),
+    }
+)
+
+
+def reference_frame() -> pd.DataFrame:
+    """The history as the analytics should see it: amounts net of returns."""
+    returned = {external_id: amount for external_id, amount in RETURNS}
+    return pd.DataFrame(
+        {
+            "member_id": [row["member_id"] for row in HISTORY],
+            "occurred_at": [row["occurred_at"].isoformat() for row in HISTORY],
+            "amount": [
+                str(row["amount"] - returned.get(row["external_id"], Decimal(0))) for row in HISTORY
+            ],
+        }
+    )
+
+
+METRICS: dict[str, Callable[[fa.AnalyticsData], Any]] = {
+    "buyer_summary": lambda d: fa.buyer_summary(d.transactions),
+    "purchase_frequency": lambda d: fa.purchase_frequency(d.transactions),
+    "inter_purchase_times": lambda d: fa.inter_purchase_times(d.transactions, bin_days=7),
+    "active_customers": lambda d: fa.active_customers(d.transactions),
+    "active_customers_weekly": lambda d: fa.active_customers(d.transactions, period="week"),
+    "defection": lambda d: fa.defection(d.transactions),
+    "defection_quarterly": lambda d: fa.defection(d.transactions, period="quarter"),
+    "cohort_retention": lambda d: fa.cohort_retention(d.transactions),
+    "customer_usage": lambda d: fa.customer_usage(
+        d.transactions, start="2024-07-01", end="2025-01-01"
+    ),
+    "usage_groups": lambda d: fa.usage_groups(d.transactions, start="2024-07-01"),
+    "usage_groups_frequency": lambda d: fa.usage_groups(
+        d.transactions, rule=fa.UsageRule.thresholds(measure="frequency", heavy_min=4, medium_min=2)
+    ),
+    "usage_migration": lambda d: fa.usage_migration(
+        d.transactions, before=("2024-07-01", "2025-01-01"), after=("2025-01-01", "2025-07-01")
+    ),
+    "rfm": lambda d: fa.rfm(d.transactions, as_of="2025-06-01"),
+    "rfm_average": lambda d: fa.rfm(d.transactions, as_of="2025-06-01", monetary="average"),
+    "rfm_segments": lambda d: fa.rfm_segments(d.transactions, as_of="2025-06-01"),
+    "referral_acquisition": lambda d: fa.referral_acquisition(d.transactions, d.referrals),
+}
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[dict[str, pd.DataFrame]]:
+    with fa.open_frames(reference_frame(), referrals=REFERRALS, timezone=TIMEZONE) as data:
+        yield {name: metric(data) for name, metric in METRICS.items()}
+
+
+@pytest.fixture(scope="module")
+def program_code(database_url: str) -> str:
+    """Records the history through the purchases service in a fresh program; returns its code."""
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            program = make_program(db, now=NOW, timezone=TIMEZONE)
+            for member in sorted({row["member_id"] for row in HISTORY}):
+                make_member(db, program=program, now=NOW, external_id=member)
+            for row in HISTORY:
+                purchases.record_purchase(
+                    db,
+                    program=program,
+                    data={**row, "occurred_at": row["occurred_at"].isoformat(), "currency": "EUR"},
+                    now=NOW,
+                )
+            for external_id, amount in RETURNS:
+                purchases.record_return(
+                    db,
+                    program=program,
+                    purchase_external_id=external_id,
+                    external_id=f"r-{external_id}",
+                    occurred_at=NOW.isoformat(),
+                    amount=amount,
+                    now=NOW,
+                )
+            db.commit()
+            return program.code
+    finally:
+        engine.dispose()
+
+
+def assert_same(got: Any, want: pd.DataFrame, name: str) -> None:
+    assert isinstance(got, pd.DataFrame)
+    assert list(got.columns) == list(want.columns), name
+    assert len(got) == len(want), name
+    for column in want.columns:
+        mine, theirs = got[column], want[column]
+        if pd.api.types.is_float_dtype(theirs):
+            pd.testing.assert_series_equal(
+                mine, theirs, check_exact=False, rtol=1e-12, atol=0, obj=f"{name}.{column}"
+            )
+        else:
+            assert mine.tolist() == theirs.tolist(), f"{name}.{column}"
+
+
+@pytest.fixture(scope="module")
+def opened(database_url: str, program_code: str) -> Iterator[fa.AnalyticsData]:
+    with fa.open_database(database_url, program=program_code, referrals=REFERRALS) as data:
+        yield data
+
+
+def test_database_runs_on_the_expected_backend(database_url: str, opened: Any) -> None:
+    assert opened.timezone == TIMEZONE  # the program's
+    backend = "postgres" if database_url.startswith("postgresql") else "duckdb"
+    assert opened.backend.name == backend
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_database_matches_the_reference(
+    opened: fa.AnalyticsData, reference: dict[str, pd.DataFrame], name: str
+) -> None:
+    assert_same(METRICS[name](opened), reference[name], name)
+
+
+def test_database_source_has_the_analytics_shape(database_url: str, program_code: str) -> None:
+    with fa.open_database(database_url, program=program_code) as data:
+        schema = data.transactions.schema()
+        assert schema.names == fa.TRANSACTIONS_SCHEMA.names
+        assert schema["amount"] == fa.TRANSACTIONS_SCHEMA["amount"]
+        assert schema["occurred_at"].is_timestamp() and schema["occurred_at"].timezone is None
+        table = data.transactions
+        edge = table.filter((table.member_id == "m-00") & (table.amount == Decimal("12.34")))
+        frame = fa.to_frame(edge)
+        assert isinstance(frame, pd.DataFrame)
+        assert frame["occurred_at"].tolist() == [pd.Timestamp("2024-11-01 00:30:59")]
+
+
+def test_database_needs_the_program_when_it_holds_several(database_url: str) -> None:
+    with pytest.raises(fa.sources.ValidationError) as error:
+        fa.open_database(database_url, program="no-such-program")
+    assert error.value.field == "program"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_files_match_the_reference(
+    tmp_path: Path, reference: dict[str, pd.DataFrame], kind: str
+) -> None:
+    frame = reference_frame()
+    if kind == "csv":
+        path = tmp_path / "purchases.csv"
+        frame.to_csv(path, index=False)
+    else:
+        path = tmp_path / "purchases.parquet"
+        table = pa.table(
+            {
+                "member_id": frame["member_id"].tolist(),
+                "occurred_at": pa.array(
+                    [datetime.fromisoformat(value) for value in frame["occurred_at"]],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "amount": pa.array([Decimal(v) for v in frame["amount"]], pa.decimal128(18, 4)),
+            }
+        )
+        pq.write_table(table, path)
+    referrals = tmp_path / "referrals.csv"
+    REFERRALS.to_csv(referrals, index=False)
+    with fa.open_files(path, referrals=referrals, timezone=TIMEZONE) as data:
+        for name, metric in METRICS.items():
+            assert_same(metric(data), reference[name], name)
