@@ -6,15 +6,16 @@
     fa.buyer_summary(data.transactions)                # customers vs one-time buyers
     fa.defection(data.transactions, period="month")    # defection rate per month
     fa.rfm_segments(data.transactions, as_of="2025-07-01")
+    fa.loyalty_matrix(data.transactions, data.surveys, as_of="2025-07-01")  # apostles, …
 
 Each metric is an Ibis expression (`*_expr`) run on the backend that holds the data (DuckDB
 for files, frames and SQLite; PostgreSQL in place), returned as a pandas DataFrame or, with
 `output="polars"`, a polars one. The customer-base models (BG/NBD, Pareto/NBD, Gamma-Gamma,
 CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
 
-Not yet here (issue 4): the loyalty matrix (part 5), program economics (part 7), the report
-(part 8), and PySpark: the expressions use only portable Ibis operations (epoch-second day
-counts, integer rank comparisons) but have no Spark source or Spark test yet.
+Not yet here (issue 4): program economics (part 7), the report (part 8), and PySpark: the
+expressions use only portable Ibis operations (epoch-second day counts, integer rank
+comparisons) but have no Spark source or Spark test yet.
 """
 
 from fideliza.analytics.behaviour import (
@@ -32,6 +33,17 @@ from fideliza.analytics.behaviour import (
     purchase_frequency_expr,
 )
 from fideliza.analytics.frames import DataFrame, Output, to_frame
+from fideliza.analytics.loyalty import (
+    DEFAULT_LOYALTY_RULE,
+    LoyaltyRule,
+    Quadrant,
+    loyalty_matrix,
+    loyalty_matrix_expr,
+    loyalty_members,
+    loyalty_members_expr,
+    satisfied_defection,
+    satisfied_defection_expr,
+)
 from fideliza.analytics.periods import Period, within
 from fideliza.analytics.referrals import referral_acquisition, referral_acquisition_expr
 from fideliza.analytics.segments import (
@@ -65,6 +77,7 @@ from fideliza.analytics.sources import (
 )
 
 __all__ = [
+    "DEFAULT_LOYALTY_RULE",
     "DEFAULT_RFM_RULES",
     "MIGRATION_FROM",
     "MIGRATION_TO",
@@ -73,8 +86,10 @@ __all__ = [
     "TRANSACTIONS_SCHEMA",
     "AnalyticsData",
     "DataFrame",
+    "LoyaltyRule",
     "Output",
     "Period",
+    "Quadrant",
     "RfmRule",
     "RfmSegment",
     "UsageGroup",
@@ -92,6 +107,10 @@ __all__ = [
     "defection_expr",
     "inter_purchase_times",
     "inter_purchase_times_expr",
+    "loyalty_matrix",
+    "loyalty_matrix_expr",
+    "loyalty_members",
+    "loyalty_members_expr",
     "open_database",
     "open_files",
     "open_frames",
@@ -103,6 +122,8 @@ __all__ = [
     "rfm_expr",
     "rfm_segments",
     "rfm_segments_expr",
+    "satisfied_defection",
+    "satisfied_defection_expr",
     "to_frame",
     "usage_groups",
     "usage_groups_expr",

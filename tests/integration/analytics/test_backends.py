@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import ibis
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,6 +80,47 @@ REFERRALS = pd.DataFrame(
 )
 
 
+def build_surveys(seed: int = 5) -> pd.DataFrame:
+    """NPS, CSAT and custom answers from 2024-02 to 2025-03, 0–3 per member."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    start = datetime(2024, 2, 1, tzinfo=UTC)
+    for index in range(MEMBERS):
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            kind = rng.choice(["nps", "nps", "csat", "custom"])
+            score = rng.randrange(0, 11) if kind == "nps" else rng.randrange(1, 6)
+            at = start + timedelta(days=rng.randrange(0, 420), seconds=rng.randrange(0, 86_400))
+            rows.append(
+                {
+                    "member_id": f"m-{index:02d}",
+                    "answered_at": at.isoformat(),
+                    "kind": kind,
+                    "score": float(score),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+SURVEYS = build_surveys()
+# Program activity (redemptions, events) as local times, on whichever backend runs the metric.
+ENGAGEMENT = ibis.memtable(
+    pa.table(
+        {
+            "member_id": [f"m-{i:02d}" for i in range(0, MEMBERS, 2)],
+            "occurred_at": pa.array(
+                [datetime(2024, 3 + i % 10, 1 + i % 28, 12) for i in range(0, MEMBERS, 2)],
+                pa.timestamp("s"),
+            ),
+            "kind": ["redemption", "event"] * (len(range(0, MEMBERS, 2)) // 2),
+        }
+    )
+)
+LOYALTY_AS_OF = "2025-02-01"
+STRICT_LOYALTY = fa.LoyaltyRule(
+    nps_satisfied_min=7, csat_satisfied_min=5, strong_min=Decimal("0.3"), follow_up_days=180
+)
+
+
 def reference_frame() -> pd.DataFrame:
     """The history as the analytics should see it: amounts net of returns."""
     returned = {external_id: amount for external_id, amount in RETURNS}
@@ -116,12 +158,34 @@ METRICS: dict[str, Callable[[fa.AnalyticsData], Any]] = {
     "rfm_average": lambda d: fa.rfm(d.transactions, as_of="2025-06-01", monetary="average"),
     "rfm_segments": lambda d: fa.rfm_segments(d.transactions, as_of="2025-06-01"),
     "referral_acquisition": lambda d: fa.referral_acquisition(d.transactions, d.referrals),
+    "loyalty_members": lambda d: fa.loyalty_members(
+        d.transactions,
+        d.surveys,
+        as_of=LOYALTY_AS_OF,
+        engagement=ENGAGEMENT,
+        referrals=d.referrals,
+    ),
+    "loyalty_matrix": lambda d: fa.loyalty_matrix(
+        d.transactions,
+        d.surveys,
+        as_of=LOYALTY_AS_OF,
+        engagement=ENGAGEMENT,
+        referrals=d.referrals,
+    ),
+    "loyalty_matrix_strict": lambda d: fa.loyalty_matrix(
+        d.transactions, d.surveys, as_of=LOYALTY_AS_OF, rule=STRICT_LOYALTY
+    ),
+    "satisfied_defection": lambda d: fa.satisfied_defection(
+        d.transactions, d.surveys, as_of=LOYALTY_AS_OF, engagement=ENGAGEMENT
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def reference() -> Iterator[dict[str, pd.DataFrame]]:
-    with fa.open_frames(reference_frame(), referrals=REFERRALS, timezone=TIMEZONE) as data:
+    with fa.open_frames(
+        reference_frame(), referrals=REFERRALS, surveys=SURVEYS, timezone=TIMEZONE
+    ) as data:
         yield {name: metric(data) for name, metric in METRICS.items()}
 
 
@@ -173,7 +237,9 @@ def assert_same(got: Any, want: pd.DataFrame, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def opened(database_url: str, program_code: str) -> Iterator[fa.AnalyticsData]:
-    with fa.open_database(database_url, program=program_code, referrals=REFERRALS) as data:
+    with fa.open_database(
+        database_url, program=program_code, referrals=REFERRALS, surveys=SURVEYS
+    ) as data:
         yield data
 
 
@@ -232,6 +298,8 @@ def test_files_match_the_reference(
         pq.write_table(table, path)
     referrals = tmp_path / "referrals.csv"
     REFERRALS.to_csv(referrals, index=False)
-    with fa.open_files(path, referrals=referrals, timezone=TIMEZONE) as data:
+    surveys = tmp_path / "surveys.csv"
+    SURVEYS.to_csv(surveys, index=False)
+    with fa.open_files(path, referrals=referrals, surveys=surveys, timezone=TIMEZONE) as data:
         for name, metric in METRICS.items():
             assert_same(metric(data), reference[name], name)
