@@ -269,5 +269,6 @@ def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
             "ledger_check": "consistent"
             if not check_ledger(db, program_id=program.id)
             else "DIFFERENCES",
-            "try": f"fideliza member show --program demo --id {sample_member}",
+            "try": f".venv/bin/fideliza member show --program demo --id {sample_member}",
+            "api_key": ".venv/bin/fideliza apikey create --program demo --name me --scopes admin",
         }
