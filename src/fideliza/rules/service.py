@@ -44,33 +44,13 @@ def create(
 ) -> Rule:
     """Creates a rule at version 1 from its JSON definition (validated first)."""
     parsed = parse_rule_definition(definition, field_prefix="definition")
-    if db.scalar(select(Rule.id).where(Rule.program_id == program.id, Rule.name == parsed.name)):
-        raise Conflict(f"a rule named {parsed.name!r} already exists", field="definition.name")
+    _require_free_name(db, program_id=program.id, name=parsed.name)
     rule = Rule(
         program_id=program.id, name=parsed.name, active=True, current_version=1, created_at=now
     )
     db.add(rule)
     db.flush()
-    db.add(
-        RuleVersion(
-            rule_id=rule.id,
-            version=1,
-            definition=dump_rule_definition(parsed),
-            created_at=now,
-            created_by=actor,
-        )
-    )
-    programs.audit(
-        db,
-        program_id=program.id,
-        action="fideliza.rule.created",
-        subject=str(rule.id),
-        now=now,
-        actor=actor,
-        data={"name": parsed.name},
-    )
-    _forget_compiled(db, program.id)
-    db.flush()
+    _save_version(db, program=program, rule=rule, parsed=parsed, now=now, actor=actor)
     return rule
 
 
@@ -86,8 +66,29 @@ def update(
     """Saves a new version of a rule; earlier postings keep naming the version they used."""
     rule = get(db, program_id=program.id, rule_id=rule_id)
     parsed = parse_rule_definition(definition, field_prefix="definition")
+    if parsed.name != rule.name:
+        _require_free_name(db, program_id=program.id, name=parsed.name)
     rule.current_version += 1
     rule.name = parsed.name
+    _save_version(db, program=program, rule=rule, parsed=parsed, now=now, actor=actor)
+    return rule
+
+
+def _require_free_name(db: Session, *, program_id: int, name: str) -> None:
+    if db.scalar(select(Rule.id).where(Rule.program_id == program_id, Rule.name == name)):
+        raise Conflict(f"a rule named {name!r} already exists", field="definition.name")
+
+
+def _save_version(
+    db: Session,
+    *,
+    program: Program,
+    rule: Rule,
+    parsed: RuleDefinition,
+    now: datetime,
+    actor: str | None,
+) -> None:
+    """Stores the rule's current version (immutable) with its audit row."""
     db.add(
         RuleVersion(
             rule_id=rule.id,
@@ -97,18 +98,18 @@ def update(
             created_by=actor,
         )
     )
+    first = rule.current_version == 1
     programs.audit(
         db,
         program_id=program.id,
-        action="fideliza.rule.updated",
+        action="fideliza.rule.created" if first else "fideliza.rule.updated",
         subject=str(rule.id),
         now=now,
         actor=actor,
-        data={"version": rule.current_version},
+        data={"name": parsed.name, "version": rule.current_version},
     )
     _forget_compiled(db, program.id)
     db.flush()
-    return rule
 
 
 def set_active(

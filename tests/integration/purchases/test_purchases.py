@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fideliza.core.errors import IdempotencyError, NotFound, ValidationError
+from fideliza.core.errors import Conflict, IdempotencyError, NotFound, ValidationError
 from fideliza.events.service import record_event
 from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
@@ -274,3 +274,38 @@ def test_custom_events_earn_through_rules_once(db: Session, now: datetime) -> No
     assert (first.points, again.replayed, capped.points) == (10, True, 0)
     assert ledger.balance(db, member_id=member.id).available == 10
     assert check_ledger(db, program_id=program.id) == []
+
+
+def test_a_new_rule_version_is_used_and_old_postings_keep_theirs(
+    db: Session, now: datetime
+) -> None:
+    program = make_program(db, now=now)
+    rule = rules.create(db, program=program, definition=ONE_PER_EURO, now=now)
+    rules.create(
+        db,
+        program=program,
+        now=now,
+        definition={"name": "other", "actions": [{"type": "fixed_bonus", "points": 1}]},
+    )
+    member = make_member(db, program=program, now=now)
+    first = purchases.record_purchase(
+        db, program=program, data=basket("t1", member.external_id, now), now=now
+    )
+    doubled = {
+        **ONE_PER_EURO,
+        "actions": [{"type": "points_per_amount", "points": 2, "per": "1.00"}],
+    }
+    rules.update(db, program=program, rule_id=rule.id, definition=doubled, now=now)
+    second = purchases.record_purchase(
+        db, program=program, data=basket("t2", member.external_id, now), now=now
+    )
+    with pytest.raises(Conflict) as error:
+        rules.update(
+            db, program=program, rule_id=rule.id, definition={**doubled, "name": "other"}, now=now
+        )
+    assert error.value.field == "definition.name"
+    db.commit()
+    assert [(p.rule_version, p.points) for p in first.postings if p.rule_id == rule.id] == [(1, 25)]
+    assert [(p.rule_version, p.points) for p in second.postings if p.rule_id == rule.id] == [
+        (2, 50)
+    ]
