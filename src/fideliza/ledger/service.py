@@ -133,25 +133,35 @@ def system_account_ids(db: Session, *, program_id: int) -> dict[AccountKind, int
 def lock_member_accounts(
     db: Session, *, member_ids: Iterable[int], skip_locked: bool = False
 ) -> dict[int, dict[AccountKind, tuple[int, int]]]:
-    """Locks the members' accounts (in id order, so two lockers never deadlock).
+    """Locks the members' points and reads their accounts as they are under the lock.
 
-    Returns, per member, each account kind's (account id, cached balance) as seen under the lock.
-    With `skip_locked`, members whose accounts another transaction holds are left out.
+    The lock is the member's `available` account row (PostgreSQL `FOR UPDATE`, taken in id
+    order so two lockers never deadlock): every change of any of the member's accounts takes
+    it first, so one row a member is enough, a third of the rows to lock in a bulk import.
+    Returns, per member, each account kind's (account id, cached balance). With `skip_locked`,
+    members another transaction holds are left out.
     """
     ids = sorted(set(member_ids))
-    statement = (
-        select(Account.member_id, Account.kind, Account.id, Account.balance)
-        .where(Account.member_id.in_(ids))
-        .order_by(Account.id)
-    )
     if db.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(skip_locked=skip_locked)
+        locked = db.scalars(
+            select(Account.member_id)
+            .where(Account.member_id.in_(ids), Account.kind == AccountKind.AVAILABLE.value)
+            .order_by(Account.id)
+            .with_for_update(skip_locked=skip_locked)
+        ).all()
+        ids = sorted(member_id for member_id in locked if member_id is not None)
     found: dict[int, dict[AccountKind, tuple[int, int]]] = defaultdict(dict)
-    for member_id, kind, account_id, balance in db.execute(statement):
-        assert member_id is not None  # the query selects member accounts only
-        found[member_id][AccountKind(kind)] = (account_id, balance or 0)
+    if ids:
+        rows = db.execute(
+            select(Account.member_id, Account.kind, Account.id, Account.balance).where(
+                Account.member_id.in_(ids)
+            )
+        )
+        for member_id, kind, account_id, balance in rows:
+            assert member_id is not None  # the query selects member accounts only
+            found[member_id][AccountKind(kind)] = (account_id, balance or 0)
     if not skip_locked:
-        for member_id in ids:
+        for member_id in sorted(set(member_ids)):
             if member_id not in found:
                 raise NotFound(f"member {member_id} has no points accounts", field="member_id")
     return dict(found)
