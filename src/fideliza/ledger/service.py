@@ -849,8 +849,11 @@ def reverse_earning(
     return transaction_id
 
 
-def unlock_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_000) -> int:
-    """Makes pending lots whose return window has closed available; returns how many lots."""
+def unlock_due(db: Session, *, program_id: int, now: datetime, limit: int | None = None) -> int:
+    """Makes pending lots whose return window has closed available; returns how many lots.
+
+    Every member with due lots is handled (or the first `limit` of them).
+    """
     due_members = db.scalars(
         select(Lot.member_id)
         .where(Lot.program_id == program_id, Lot.state == LotState.PENDING, Lot.available_at <= now)
@@ -908,8 +911,11 @@ def unlock_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_0
     return unlocked
 
 
-def expire_due(db: Session, *, program_id: int, now: datetime, limit: int = 10_000) -> int:
-    """Expires what is left of each available lot past its expiry, once; returns points expired."""
+def expire_due(db: Session, *, program_id: int, now: datetime, limit: int | None = None) -> int:
+    """Expires what is left of each available lot past its expiry, once; returns points expired.
+
+    Every member with due lots is handled (or the first `limit` of them).
+    """
     due_members = db.scalars(
         select(Lot.member_id)
         .where(
