@@ -460,6 +460,12 @@ def serve_command(
     console.print(f"serving on http://{host}:{port}  (docs at /docs; Ctrl+C to stop)")
     uvicorn.run(
         "fideliza.api.app:create_app",
+        # The app writes its own JSON access line (with the request id); no second plain one.
+        access_log=False,
+        # Behind a load balancer, FIDELIZA_FORWARDED_ALLOW_IPS names it, so client addresses
+        # (and the per-IP limit on failed logins) are the real ones.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         factory=True,
         host=host,
         port=port,

@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    forwarded_allow_ips: str = ""  # e.g. "10.0.0.5": the load balancer whose headers to trust
     sql_echo: bool = False
 
 

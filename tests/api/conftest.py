@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from fideliza.api.app import create_app
+from fideliza.api.settings import ApiSettings
 from fideliza.core.clock import FixedClock
 from tests.api.world import World, make_world
 
@@ -24,7 +25,9 @@ def clock() -> FixedClock:
 
 @pytest.fixture(scope="session")
 def api_app(database_url: str, clock: FixedClock) -> FastAPI:
-    return create_app(database_url, clock=clock)
+    # The clock is fixed, so a bucket never refills: the per-IP failed-auth limit (all tests
+    # come from one address) would end up refusing later tests. test_operations covers it.
+    return create_app(database_url, clock=clock, settings=ApiSettings(auth_failure_limit=0))
 
 
 @pytest.fixture

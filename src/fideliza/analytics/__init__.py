@@ -7,13 +7,18 @@
     fa.defection(data.transactions, period="month")    # defection rate per month
     fa.rfm_segments(data.transactions, as_of="2025-07-01")
     fa.loyalty_matrix(data.transactions, data.surveys, as_of="2025-07-01")  # apostles, …
+    fa.expected_liability(data.entries, data.lots, as_of="2025-07-01",
+                          cost_per_point=Decimal("0.01"))  # points liability net of breakage
 
 Each metric is an Ibis expression (`*_expr`) run on the backend that holds the data (DuckDB
 for files, frames and SQLite; PostgreSQL in place), returned as a pandas DataFrame or, with
 `output="polars"`, a polars one. The customer-base models (BG/NBD, Pareto/NBD, Gamma-Gamma,
 CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
 
-Not yet here (issue 4): program economics (part 7), the report (part 8), and PySpark: the
+Program economics (part 7) are in `economics`: points liability, breakage per earning cohort
+and the ROI against a holdout group; reward cost and effort-vs-reward are not yet here.
+
+Not yet here (issue 4): the report (part 8), and PySpark: the
 expressions use only portable Ibis operations (epoch-second day counts, integer rank
 comparisons) but have no Spark source or Spark test yet.
 """
@@ -31,6 +36,24 @@ from fideliza.analytics.behaviour import (
     inter_purchase_times_expr,
     purchase_frequency,
     purchase_frequency_expr,
+)
+from fideliza.analytics.economics import (
+    HOLDOUT_GROUPS,
+    HoldoutRoi,
+    ProgramCost,
+    breakage_cohorts,
+    breakage_cohorts_expr,
+    breakage_rate,
+    breakage_rate_expr,
+    expected_liability,
+    holdout_revenue,
+    holdout_revenue_expr,
+    holdout_roi,
+    holdout_roi_from,
+    member_points,
+    member_points_expr,
+    points_liability,
+    points_liability_expr,
 )
 from fideliza.analytics.frames import DataFrame, Output, to_frame
 from fideliza.analytics.loyalty import (
@@ -67,6 +90,8 @@ from fideliza.analytics.segments import (
     usage_migration_expr,
 )
 from fideliza.analytics.sources import (
+    ENTRIES_SCHEMA,
+    LOTS_SCHEMA,
     REFERRALS_SCHEMA,
     SURVEYS_SCHEMA,
     TRANSACTIONS_SCHEMA,
@@ -79,6 +104,9 @@ from fideliza.analytics.sources import (
 __all__ = [
     "DEFAULT_LOYALTY_RULE",
     "DEFAULT_RFM_RULES",
+    "ENTRIES_SCHEMA",
+    "HOLDOUT_GROUPS",
+    "LOTS_SCHEMA",
     "MIGRATION_FROM",
     "MIGRATION_TO",
     "REFERRALS_SCHEMA",
@@ -86,9 +114,11 @@ __all__ = [
     "TRANSACTIONS_SCHEMA",
     "AnalyticsData",
     "DataFrame",
+    "HoldoutRoi",
     "LoyaltyRule",
     "Output",
     "Period",
+    "ProgramCost",
     "Quadrant",
     "RfmRule",
     "RfmSegment",
@@ -97,6 +127,10 @@ __all__ = [
     "UsageRule",
     "active_customers",
     "active_customers_expr",
+    "breakage_cohorts",
+    "breakage_cohorts_expr",
+    "breakage_rate",
+    "breakage_rate_expr",
     "buyer_summary",
     "buyer_summary_expr",
     "cohort_retention",
@@ -105,15 +139,24 @@ __all__ = [
     "customer_usage_expr",
     "defection",
     "defection_expr",
+    "expected_liability",
+    "holdout_revenue",
+    "holdout_revenue_expr",
+    "holdout_roi",
+    "holdout_roi_from",
     "inter_purchase_times",
     "inter_purchase_times_expr",
     "loyalty_matrix",
     "loyalty_matrix_expr",
     "loyalty_members",
     "loyalty_members_expr",
+    "member_points",
+    "member_points_expr",
     "open_database",
     "open_files",
     "open_frames",
+    "points_liability",
+    "points_liability_expr",
     "purchase_frequency",
     "purchase_frequency_expr",
     "referral_acquisition",

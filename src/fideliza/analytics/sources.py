@@ -6,7 +6,14 @@ Every source gives the same tables (DESIGN.md, "Data the analytics read"):
   channel, store (text, may be null), items (JSON text, may be null);
 - `surveys` (optional): member_id, answered_at (timestamp), kind ('nps' | 'csat' | 'custom'),
   score (float64);
-- `referrals` (optional): member_id (the referred member), referrer_id, referred_at (timestamp).
+- `referrals` (optional): member_id (the referred member), referrer_id, referred_at (timestamp);
+- `entries` (optional, the points ledger): one row per ledger entry on a member's account —
+  member_id, occurred_at (the transaction's time), account_kind ('available' | 'pending' |
+  'held'), points (int64, signed), transaction_kind (text: earn, redeem, expire, …, may be null),
+  tier (the member's current tier code, may be null);
+- `lots` (optional, the points ledger): one row per earned lot — member_id, earned_at,
+  expires_at (null: never expires), amount (points earned), remaining (points still in the lot),
+  expired (points of the lot the expiry job expired; 0 when absent), state (text, may be null).
 
 Timestamps are **naive local wall-clock times in the data's `timezone`**, truncated to whole
 seconds: a calendar month is then the business's month, and epoch-second arithmetic gives the
@@ -65,7 +72,29 @@ SURVEYS_SCHEMA = ibis.schema(
 REFERRALS_SCHEMA = ibis.schema(
     {"member_id": "string", "referrer_id": "string", "referred_at": "timestamp"}
 )
+ENTRIES_SCHEMA = ibis.schema(
+    {
+        "member_id": "string",
+        "occurred_at": "timestamp",
+        "account_kind": "string",
+        "points": "int64",
+        "transaction_kind": "string",
+        "tier": "string",
+    }
+)
+LOTS_SCHEMA = ibis.schema(
+    {
+        "member_id": "string",
+        "earned_at": "timestamp",
+        "expires_at": "timestamp",
+        "amount": "int64",
+        "remaining": "int64",
+        "expired": "int64",
+        "state": "string",
+    }
+)
 SURVEY_KINDS = ("nps", "csat", "custom")
+ACCOUNT_KINDS = ("available", "pending", "held")
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -85,6 +114,8 @@ class AnalyticsData:
     referrals: ir.Table | None
     timezone: str
     backend: BaseBackend
+    entries: ir.Table | None = None
+    lots: ir.Table | None = None
 
     def close(self) -> None:
         """Disconnects the backend (an in-memory DuckDB forgets the data)."""
@@ -108,7 +139,7 @@ class AnalyticsData:
 @dataclass(frozen=True, slots=True)
 class _Column:
     name: str
-    kind: str  # id | timestamp | money | text | json | survey_kind | score
+    kind: str  # id | timestamp | money | text | json | survey_kind | score | points | account_kind
     required: bool
 
 
@@ -132,17 +163,39 @@ _REFERRAL_COLUMNS = (
     _Column("referrer_id", "id", True),
     _Column("referred_at", "timestamp", True),
 )
+_ENTRY_COLUMNS = (
+    _Column("member_id", "id", True),
+    _Column("occurred_at", "timestamp", True),
+    _Column("account_kind", "account_kind", True),
+    _Column("points", "points", True),
+    _Column("transaction_kind", "text", False),
+    _Column("tier", "text", False),
+)
+_LOT_COLUMNS = (
+    _Column("member_id", "id", True),
+    _Column("earned_at", "timestamp", True),
+    _Column("expires_at", "timestamp", False),
+    _Column("amount", "points", True),
+    _Column("remaining", "points", True),
+    _Column("expired", "points", False),
+    _Column("state", "text", False),
+)
 _TABLES: Mapping[str, tuple[_Column, ...]] = {
     "transactions": _TRANSACTION_COLUMNS,
     "surveys": _SURVEY_COLUMNS,
     "referrals": _REFERRAL_COLUMNS,
+    "entries": _ENTRY_COLUMNS,
+    "lots": _LOT_COLUMNS,
 }
+_NULL_TYPES = {"score": "DOUBLE", "points": "BIGINT", "timestamp": "TIMESTAMP"}
 _PROBLEMS = {
     "id": "is required",
     "timestamp": "is not an ISO 8601 timestamp with a timezone (e.g. 2025-03-01T10:00:00+01:00)",
     "money": "is not a decimal number",
     "survey_kind": f"must be one of {', '.join(SURVEY_KINDS)}",
     "score": "is not a number",
+    "points": "is not a whole number of points",
+    "account_kind": f"must be one of {', '.join(ACCOUNT_KINDS)}",
 }
 
 
@@ -154,6 +207,8 @@ def open_files(
     *,
     surveys: PathLike | Sequence[PathLike] | None = None,
     referrals: PathLike | Sequence[PathLike] | None = None,
+    entries: PathLike | Sequence[PathLike] | None = None,
+    lots: PathLike | Sequence[PathLike] | None = None,
     timezone: str = "UTC",
     assume_timezone: str | None = None,
     database: PathLike | None = None,
@@ -166,7 +221,13 @@ def open_files(
     the column and the value, before any table is returned.
     """
     return _open_duckdb(
-        {"transactions": transactions, "surveys": surveys, "referrals": referrals},
+        {
+            "transactions": transactions,
+            "surveys": surveys,
+            "referrals": referrals,
+            "entries": entries,
+            "lots": lots,
+        },
         timezone=timezone,
         assume_timezone=assume_timezone,
         database=database,
@@ -178,13 +239,21 @@ def open_frames(
     *,
     surveys: FrameLike | None = None,
     referrals: FrameLike | None = None,
+    entries: FrameLike | None = None,
+    lots: FrameLike | None = None,
     timezone: str = "UTC",
     assume_timezone: str | None = None,
     database: PathLike | None = None,
 ) -> AnalyticsData:
     """Loads pandas/polars DataFrames or Arrow tables (same columns as the files) into DuckDB."""
     return _open_duckdb(
-        {"transactions": transactions, "surveys": surveys, "referrals": referrals},
+        {
+            "transactions": transactions,
+            "surveys": surveys,
+            "referrals": referrals,
+            "entries": entries,
+            "lots": lots,
+        },
         timezone=timezone,
         assume_timezone=assume_timezone,
         database=database,
@@ -199,6 +268,7 @@ def open_database(
     surveys: Source | None = None,
     referrals: Source | None = None,
     assume_timezone: str | None = None,
+    ledger: bool = True,
 ) -> AnalyticsData:
     """Opens one program's purchases in Fideliza's operational database (SQLAlchemy URL).
 
@@ -207,6 +277,9 @@ def open_database(
     `timezone` defaults to the program's, so periods are the business's calendar periods.
     SQLite databases are copied into an in-memory DuckDB; PostgreSQL is queried in place.
     `surveys` and `referrals`, when given, are files or frames loaded onto the same backend.
+    With `ledger` (the default) the program's points ledger is opened too, as `entries` (the
+    entries on members' available/pending/held accounts) and `lots` (`expired` = the lot's
+    allocations of kind 'expire'); `tier` is the member's current tier.
     """
     if url.startswith("sqlite"):
         path = make_url(url).database
@@ -228,8 +301,8 @@ def open_database(
     zone = _check_zone(timezone or zone, field="timezone")
     extras = {"surveys": surveys, "referrals": referrals}
     if url.startswith("sqlite"):
-        return _open_sqlite(url, program_id, zone, extras, assume_timezone)
-    return _open_postgres(url, program_id, zone, extras, assume_timezone)
+        return _open_sqlite(url, program_id, zone, extras, assume_timezone, ledger)
+    return _open_postgres(url, program_id, zone, extras, assume_timezone, ledger)
 
 
 # --- DuckDB: files and frames -----------------------------------------------------------------
@@ -263,6 +336,8 @@ def _open_duckdb(
         referrals=tables["referrals"],
         timezone=zone,
         backend=backend,
+        entries=tables["entries"],
+        lots=tables["lots"],
     )
 
 
@@ -351,7 +426,10 @@ def _create_normalized(
     expressions: dict[str, str] = {}
     for column in spec:
         if column.name not in present:
-            kind = "DOUBLE" if column.kind == "score" else "VARCHAR"
+            if column.kind == "points":  # an optional count of points: none
+                expressions[column.name] = "CAST(0 AS BIGINT)"
+                continue
+            kind = _NULL_TYPES.get(column.kind, "VARCHAR")
             expressions[column.name] = f"CAST(NULL AS {kind})"
             continue
         source_name = present[column.name]
@@ -375,6 +453,15 @@ def _create_normalized(
         + f" FROM {target}",
     )
     bad = [column for column, count in zip(required, counts, strict=True) if count]
+    # An optional column may be empty, but a value it holds must be readable.
+    for column in spec:
+        if column.required or column.kind in ("text", "json") or column.name not in present:
+            continue
+        given = f"NULLIF(TRIM(CAST({_quote(present[column.name])} AS VARCHAR)), '')"
+        wrong = f"{given} IS NOT NULL AND ({expressions[column.name]}) IS NULL"
+        if _one(raw, f"SELECT 1 FROM {relation} WHERE {wrong} LIMIT 1") is not None:
+            bad.append(column)
+            expressions[column.name] = f"CASE WHEN {wrong} THEN NULL ELSE 1 END"
     if bad:
         _run(raw, f"DROP TABLE {target}")
         raise _bad_value(raw, relation, present, bad[0], expressions[bad[0].name], assumed)
@@ -400,9 +487,13 @@ def _normalize_sql(
     if kind == "score":
         value = f"TRIM({name})" if is_text else name
         return f"TRY_CAST({value} AS DOUBLE)"
-    if kind == "survey_kind":
+    if kind == "points":
+        value = f"TRIM({name})" if is_text else name
+        return f"TRY_CAST({value} AS BIGINT)"
+    if kind in ("survey_kind", "account_kind"):
         value = f"lower(TRIM(CAST({name} AS VARCHAR)))"
-        allowed = ", ".join(_sql_string(k) for k in SURVEY_KINDS)
+        kinds = SURVEY_KINDS if kind == "survey_kind" else ACCOUNT_KINDS
+        allowed = ", ".join(_sql_string(k) for k in kinds)
         return f"CASE WHEN {value} IN ({allowed}) THEN {value} END"
     return f"date_trunc('second', {_timestamp_sql(column, name, source_type, zone, assumed)})"
 
@@ -519,6 +610,46 @@ _SQLITE_SCHEMA = pa.schema(
         ("items", pa.string()),
     ]
 )
+# The ledger: entries on members' accounts, and lots with the points the expiry job took.
+_LEDGER_ENTRIES = """
+SELECT m.external_id AS member_id, t.occurred_at AS occurred_at, a.kind AS account_kind,
+       e.amount AS points, t.kind AS transaction_kind, m.tier_code AS tier
+FROM ledger_entries AS e
+JOIN accounts AS a ON a.id = e.account_id
+JOIN ledger_transactions AS t ON t.id = e.transaction_id
+JOIN members AS m ON m.id = a.member_id
+WHERE a.program_id = {program} AND a.kind IN ('available', 'pending', 'held')
+"""
+_LEDGER_LOTS = """
+SELECT m.external_id AS member_id, l.earned_at AS earned_at, l.expires_at AS expires_at,
+       l.amount AS amount, l.remaining AS remaining,
+       COALESCE((SELECT sum(x.amount) FROM lot_allocations AS x
+                 WHERE x.lot_id = l.id AND x.kind = 'expire'), 0) AS expired,
+       l.state AS state
+FROM point_lots AS l JOIN members AS m ON m.id = l.member_id
+WHERE l.program_id = {program}
+"""
+_SQLITE_ENTRIES_SCHEMA = pa.schema(
+    [
+        ("member_id", pa.string()),
+        ("occurred_at", pa.string()),
+        ("account_kind", pa.string()),
+        ("points", pa.int64()),
+        ("transaction_kind", pa.string()),
+        ("tier", pa.string()),
+    ]
+)
+_SQLITE_LOTS_SCHEMA = pa.schema(
+    [
+        ("member_id", pa.string()),
+        ("earned_at", pa.string()),
+        ("expires_at", pa.string()),
+        ("amount", pa.int64()),
+        ("remaining", pa.int64()),
+        ("expired", pa.int64()),
+        ("state", pa.string()),
+    ]
+)
 
 
 def _open_sqlite(
@@ -527,6 +658,7 @@ def _open_sqlite(
     zone: str,
     extras: Mapping[str, Source | None],
     assumed: str | None,
+    ledger: bool,
 ) -> AnalyticsData:
     path = make_url(url).database
     if not path:
@@ -540,7 +672,8 @@ def _open_sqlite(
         )
         try:
             reader = pa.RecordBatchReader.from_batches(
-                _SQLITE_SCHEMA, _sqlite_batches(source, program_id)
+                _SQLITE_SCHEMA,
+                _sqlite_batches(source, _SQLITE_PURCHASES, _SQLITE_SCHEMA, program_id),
             )
             backend.con.register("fideliza_sqlite_purchases", reader)
             # SQLite keeps UTC text without a zone and money as integer 1/10,000ths.
@@ -554,6 +687,8 @@ def _open_sqlite(
                 "FROM fideliza_sqlite_purchases",
             )
             backend.con.unregister("fideliza_sqlite_purchases")
+            if ledger:
+                _copy_sqlite_ledger(backend, source, program_id, zone)
         finally:
             source.close()
         tables = {
@@ -567,25 +702,57 @@ def _open_sqlite(
         raise
     with quiet_ibis():
         transactions = backend.table("fideliza_transactions")
+        entries = backend.table("fideliza_entries") if ledger else None
+        lots = backend.table("fideliza_lots") if ledger else None
     return AnalyticsData(
         transactions=transactions,
         surveys=tables["surveys"],
         referrals=tables["referrals"],
         timezone=zone,
         backend=backend,
+        entries=entries,
+        lots=lots,
     )
 
 
-def _sqlite_batches(source: sqlite3.Connection, program_id: int) -> Iterator[pa.RecordBatch]:
-    cursor = source.execute(_SQLITE_PURCHASES, (program_id,))
+def _copy_sqlite_ledger(
+    backend: Any, source: sqlite3.Connection, program_id: int, zone: str
+) -> None:
+    """Copies the ledger's entries and lots into DuckDB, UTC text turned into local times."""
+
+    def local(column: str) -> str:
+        return (
+            f"date_trunc('second', timezone({_sql_string(zone)}, "
+            f"timezone('UTC', CAST({column} AS TIMESTAMP)))) AS {column}"
+        )
+
+    copies = (
+        ("entries", _LEDGER_ENTRIES, _SQLITE_ENTRIES_SCHEMA, ("occurred_at",)),
+        ("lots", _LEDGER_LOTS, _SQLITE_LOTS_SCHEMA, ("earned_at", "expires_at")),
+    )
+    for name, query, schema, times in copies:
+        sql = query.format(program="?")
+        reader = pa.RecordBatchReader.from_batches(
+            schema, _sqlite_batches(source, sql, schema, program_id)
+        )
+        view = f"fideliza_sqlite_{name}"
+        backend.con.register(view, reader)
+        columns = ", ".join(local(f.name) if f.name in times else f.name for f in schema)
+        _run(
+            backend.con, f"CREATE OR REPLACE TABLE fideliza_{name} AS SELECT {columns} FROM {view}"
+        )
+        backend.con.unregister(view)
+
+
+def _sqlite_batches(
+    source: sqlite3.Connection, query: str, schema: pa.Schema, program_id: int
+) -> Iterator[pa.RecordBatch]:
+    cursor = source.execute(query, (program_id,))
     while rows := cursor.fetchmany(_SQLITE_CHUNK):
         columns = list(zip(*rows, strict=True))
         yield pa.RecordBatch.from_arrays(
-            [
-                pa.array(values, type=f.type)
-                for values, f in zip(columns, _SQLITE_SCHEMA, strict=True)
-            ],
-            schema=_SQLITE_SCHEMA,
+            [pa.array(values, type=f.type) for values, f in zip(columns, schema, strict=True)],
+            schema=schema,
         )
 
 
@@ -595,6 +762,7 @@ def _open_postgres(
     zone: str,
     extras: Mapping[str, Source | None],
     assumed: str | None,
+    ledger: bool,
 ) -> AnalyticsData:
     parts = make_url(url)
     backend = ibis.postgres.connect(
@@ -620,6 +788,9 @@ def _open_postgres(
         ):
             pass
         transactions = backend.table("fideliza_transactions")
+        entries = lots = None
+        if ledger:
+            entries, lots = _postgres_ledger(backend, program_id, local)
         tables: dict[str, ir.Table | None] = {}
         for name, extra in extras.items():
             if extra is None:
@@ -642,7 +813,37 @@ def _open_postgres(
         referrals=tables["referrals"],
         timezone=zone,
         backend=backend,
+        entries=entries,
+        lots=lots,
     )
+
+
+def _postgres_ledger(backend: Any, program_id: int, local: str) -> tuple[ir.Table, ir.Table]:
+    """Temporary views of the ledger's entries and lots, in the analytics' types."""
+
+    def at(column: str) -> str:
+        return f"date_trunc('second', {column} AT TIME ZONE {local})"
+
+    entries = _LEDGER_ENTRIES.format(program=int(program_id))
+    lots = _LEDGER_LOTS.format(program=int(program_id))
+    views = {
+        "entries": (
+            "SELECT CAST(member_id AS TEXT) AS member_id, "
+            f"{at('occurred_at')} AS occurred_at, CAST(account_kind AS TEXT) AS account_kind, "
+            "CAST(points AS BIGINT) AS points, CAST(transaction_kind AS TEXT) AS "
+            f"transaction_kind, CAST(tier AS TEXT) AS tier FROM ({entries}) AS e"
+        ),
+        "lots": (
+            f"SELECT CAST(member_id AS TEXT) AS member_id, {at('earned_at')} AS earned_at, "
+            f"{at('expires_at')} AS expires_at, CAST(amount AS BIGINT) AS amount, "
+            "CAST(remaining AS BIGINT) AS remaining, CAST(expired AS BIGINT) AS expired, "
+            f"CAST(state AS TEXT) AS state FROM ({lots}) AS l"
+        ),
+    }
+    for name, select in views.items():
+        with backend.raw_sql(f"CREATE TEMPORARY VIEW fideliza_{name} AS {select}"):
+            pass
+    return backend.table("fideliza_entries"), backend.table("fideliza_lots")
 
 
 # --- small helpers ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -14,11 +15,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fideliza import __version__
 from fideliza.api import errors
+from fideliza.api import logging as logs
 from fideliza.api.context import Runtime
 from fideliza.api.errors import problem_body, render
 from fideliza.api.idempotency import REPLAYED
+from fideliza.api.metrics import CONTENT_TYPE, Metrics
+from fideliza.api.ratelimit import RateLimits, TokenBuckets
 from fideliza.api.routes import admin, events, members, points, purchases
 from fideliza.api.settings import ApiSettings
+from fideliza.api.telemetry import REQUEST_ID, Telemetry
 from fideliza.api.validation import checked_body
 from fideliza.config import get_settings
 from fideliza.core.clock import Clock, SystemClock
@@ -38,6 +43,12 @@ a `reference`. Purchases, returns, events and enrolments are also idempotent by 
 `external_id`, holds by their `reference`.
 
 **Errors**: RFC 9457 `application/problem+json` with a stable `code` and the `field` in error.
+
+**Rate limits**: sensitive look-ups (members by card, e-mail or phone) are limited per API key,
+and repeated failed authentications per client address: 429 `rate_limited` with `Retry-After`.
+
+**Request ids**: send `X-Request-Id` (1-128 of `A-Za-z0-9._:@+=-`) or get one; the response
+echoes it and the server's logs carry it.
 """
 
 
@@ -111,6 +122,32 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    if api_settings.log_json:
+        logs.configure(api_settings.log_level)
+    metrics = Metrics() if api_settings.metrics_enabled else None
+    if metrics is not None:
+        metrics.watch_postings(rt.factory)
+
+    def seconds() -> float:  # the app's clock, so that tests can move time on
+        return rt.clock.now().timestamp()
+
+    limits = RateLimits(
+        sensitive=TokenBuckets(
+            capacity=api_settings.sensitive_rate_limit,
+            window_seconds=api_settings.sensitive_rate_window_seconds,
+            now=seconds,
+        )
+        if api_settings.sensitive_rate_limit
+        else None,
+        auth_failures=TokenBuckets(
+            capacity=api_settings.auth_failure_limit,
+            window_seconds=api_settings.auth_failure_window_seconds,
+            now=seconds,
+        )
+        if api_settings.auth_failure_limit
+        else None,
+    )
+    app.state.rate_limits = limits
     errors.install(app)
     if api_settings.cors_origins:
         # Only the origins the operator names; none by default (browsers then refuse).
@@ -118,10 +155,12 @@ def create_app(
             CORSMiddleware,
             allow_origins=api_settings.cors_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Retry-After", REPLAYED],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", REQUEST_ID],
+            expose_headers=["Retry-After", REPLAYED, REQUEST_ID],
         )
     app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
+    # Outermost, so that it times, logs and stamps every answer (413s and 500s included).
+    app.add_middleware(Telemetry, metrics=metrics, auth_failures=limits.auth_failures)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -134,6 +173,20 @@ def create_app(
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         return {"status": "ready", "database": engine.dialect.name}
+
+    if metrics is not None:
+
+        @app.get(
+            "/metrics",
+            tags=["operations"],
+            response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
+        def prometheus() -> Response:
+            """Prometheus metrics (text format 0.0.4) of this worker process."""
+            return Response(
+                content=metrics.render(engine=engine, now=rt.clock.now), media_type=CONTENT_TYPE
+            )
 
     for module in (admin, members, purchases, events, points):
         app.include_router(module.router, dependencies=[Depends(checked_body)])

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from fideliza.api.logging import note_caller
 from fideliza.api.settings import ApiSettings
 from fideliza.apikeys import service as apikeys
 from fideliza.apikeys.domain import Scope, granted, require_scope
@@ -76,6 +77,7 @@ def authenticate(
         )
         if apikeys.touch(db, key=key, now=now):
             db.commit()
+        note_caller(api_key_id=key.id, program_id=key.program_id)
         return Caller(
             key_id=key.id,
             key_prefix=key.prefix,

@@ -20,3 +20,17 @@ class ApiSettings(BaseSettings):
     idempotency_lease_seconds: int = Field(default=60, ge=1)
     # Larger request bodies are refused with 413 before they are read.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Prometheus metrics at /metrics (not behind API keys: restrict it at the network level).
+    metrics_enabled: bool = True
+    # Logs as JSON lines on stderr (one access-log line per request), at this level.
+    log_json: bool = True
+    log_level: str = Field(default="INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    # Sensitive look-ups (members by card, e-mail or phone; coupon validation): this many per
+    # API key and flow per window (a token bucket, refilled continuously); 0 turns it off.
+    sensitive_rate_limit: int = Field(default=60, ge=0)
+    sensitive_rate_window_seconds: float = Field(default=60.0, gt=0)
+    # Failed authentications (401) allowed per client IP per window; when used up, every /v1
+    # request from that IP gets 429 until the bucket refills. 0 turns it off.
+    auth_failure_limit: int = Field(default=30, ge=0)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)

@@ -303,3 +303,114 @@ def test_files_match_the_reference(
     with fa.open_files(path, referrals=referrals, surveys=surveys, timezone=TIMEZONE) as data:
         for name, metric in METRICS.items():
             assert_same(metric(data), reference[name], name)
+
+
+# --- the points ledger: liability and breakage ------------------------------------------------
+
+
+def _ledger_at(day: str) -> datetime:
+    return datetime.fromisoformat(f"{day}T12:00:00+00:00")
+
+
+@pytest.fixture(scope="module")
+def ledger_program(database_url: str) -> str:
+    """A program with a hand-known ledger (expiry after 100 days, a 14-day return window):
+    x earns 100 on 10 Jan, redeems 30, the rest (70) expires on 20 Apr; y earns 50 on 1 Mar and
+    redeems 20; z earns 40 on 1 May, still pending at the end of May."""
+    from fideliza.ledger import service as ledger
+    from fideliza.programs.service import settings_of
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            settings = {"expiry": {"mode": "days", "days": 100}, "return_window_days": 14}
+            program = make_program(db, now=NOW, timezone=TIMEZONE, settings=settings)
+            members = {
+                name: make_member(
+                    db, program=program, now=_ledger_at("2025-01-01"), external_id=name
+                )
+                for name in ("x", "y", "z")
+            }
+
+            def earn(name: str, points: int, day: str) -> None:
+                ledger.earn(
+                    db,
+                    program_id=program.id,
+                    settings=settings_of(program),
+                    timezone_name=program.timezone,
+                    member_id=members[name].id,
+                    lines=[ledger.EarnLine(points=points, reason="test")],
+                    occurred_at=_ledger_at(day),
+                    now=_ledger_at(day),
+                    source_type="test",
+                    source_ref=f"{name}-{day}",
+                    reason="test earning",
+                )
+
+            def redeem(name: str, points: int, day: str) -> None:
+                ledger.redeem(
+                    db,
+                    program_id=program.id,
+                    member_id=members[name].id,
+                    points=points,
+                    now=_ledger_at(day),
+                    reason="reward",
+                )
+
+            earn("x", 100, "2025-01-10")
+            ledger.unlock_due(db, program_id=program.id, now=_ledger_at("2025-01-25"))
+            redeem("x", 30, "2025-02-01")
+            earn("y", 50, "2025-03-01")
+            ledger.unlock_due(db, program_id=program.id, now=_ledger_at("2025-03-16"))
+            redeem("y", 20, "2025-03-20")
+            assert ledger.expire_due(db, program_id=program.id, now=_ledger_at("2025-04-25")) == 70
+            earn("z", 40, "2025-05-01")
+            db.commit()
+            return program.code
+    finally:
+        engine.dispose()
+
+
+def test_ledger_liability_and_breakage_by_hand(database_url: str, ledger_program: str) -> None:
+    cost = Decimal("0.01")
+    with fa.open_database(database_url, program=ledger_program) as data:
+        assert data.entries is not None and data.lots is not None
+        members: Any = fa.member_points(data.entries, as_of="2025-06-01")
+        assert members["tier"].isna().all()  # no tiers in this program
+        numbers = ["member_id", "available", "pending", "held", "outstanding"]
+        assert members[numbers].values.tolist() == [
+            ["x", 0, 0, 0, 0],
+            ["y", 30, 0, 0, 30],
+            ["z", 0, 40, 0, 40],
+        ]
+        # Before x's points expired: 70 of x, 30 of y.
+        early: Any = fa.points_liability(data.entries, as_of="2025-04-01", cost_per_point=cost)
+        assert early[["outstanding_points", "liability"]].values.tolist() == [
+            [100, Decimal("1.0000")]
+        ]
+        cohorts: Any = fa.breakage_cohorts(data.lots, as_of="2025-06-01")
+        assert cohorts["cohort"].tolist() == [
+            pd.Timestamp("2025-01-01"),
+            pd.Timestamp("2025-03-01"),
+            pd.Timestamp("2025-05-01"),
+        ]
+        columns = ["lots", "issued", "expired", "outstanding", "used", "mature"]
+        assert cohorts[columns].values.tolist() == [
+            [1, 100, 70, 0, 30, True],
+            [1, 50, 0, 30, 20, False],
+            [1, 40, 0, 40, 0, False],
+        ]
+        # Earned at 13:00 in Madrid on 10 January, expired 100 × 24 h later (14:00, summer time).
+        assert cohorts["last_expiry"].iloc[0] == pd.Timestamp("2025-04-20 14:00")
+        assert cohorts["breakage_rate"].iloc[0] == 0.7
+        rate: Any = fa.breakage_rate(data.lots, as_of="2025-06-01")
+        assert rate.values.tolist() == [[1, 100, 70, 0.7]]
+        for by_tier in (False, True):
+            got: Any = fa.expected_liability(
+                data.entries, data.lots, as_of="2025-06-01", cost_per_point=cost, by_tier=by_tier
+            )
+            assert got["members"].tolist() == [2]
+            assert got["outstanding_points"].tolist() == [70]
+            assert got["liability"].tolist() == [Decimal("0.7000")]
+            assert got["expected_breakage_points"].tolist() == [Decimal("49.0000")]
+            assert got["net_liability"].tolist() == [Decimal("0.2100")]

@@ -17,6 +17,7 @@ from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.pagination import CursorQuery, Page, decode_cursor, encode_cursor
+from fideliza.api.ratelimit import sensitive
 from fideliza.api.validation import IdPath, Limit
 from fideliza.ledger import service as ledger
 from fideliza.ledger.history import member_history
@@ -196,9 +197,15 @@ def list_members(
         )
 
 
-@router.post("/members/lookup", response_model=MemberRead)
+@router.post(
+    "/members/lookup",
+    response_model=MemberRead,
+    dependencies=[Depends(sensitive("member_lookup"))],
+)
 def lookup(body: MemberLookup, call: Annotated[Call, Depends(READ)]) -> MemberRead:
-    """Finds a member by exactly one of external id, card number, e-mail or phone."""
+    """Finds a member by exactly one of external id, card number, e-mail or phone.
+
+    Rate limited per API key (429 `rate_limited` with `Retry-After`)."""
     with call.session() as db:
         program = call.program(db)
         member = members.find(db, program_id=program.id, **body.model_dump())

@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
+from fideliza.api.metrics import note_posting
 from fideliza.api.validation import DecimalText, ExternalId, IdPath, Timestamp
 from fideliza.core.errors import NotFound
 from fideliza.core.money import minor_units
+from fideliza.ledger.domain import TxKind
 from fideliza.members import service as members
 from fideliza.purchases import service as purchases
 from fideliza.purchases.models import Purchase
@@ -197,6 +199,8 @@ def record_purchase(body: PurchaseIn, call: Annotated[Write, Depends(WRITE)]) ->
         outcome = purchases.record_purchase(
             db, program=program, data=body.as_service_data(), now=call.now
         )
+        if outcome.transaction_id is not None and not outcome.replayed:
+            note_posting(db, TxKind.EARN.value)  # written in bulk, unseen by the metrics' watch
         change = outcome.tier_change
         result = PurchaseResult(
             purchase_id=outcome.purchase_id,
