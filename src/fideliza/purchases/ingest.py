@@ -30,14 +30,13 @@ from fideliza.programs.models import Program
 from fideliza.purchases.domain import PurchaseInput
 from fideliza.purchases.models import Purchase
 from fideliza.rules import service as rules
-from fideliza.rules.domain import Activity, Posting, evaluate
+from fideliza.rules.domain import Activity, MemberContext, Posting, evaluate
 from fideliza.tiers import service as tiers
 from fideliza.tiers.domain import (
     TierBasis,
     TierChange,
     current_window,
     upgrade_on_activity,
-    window_metric,
 )
 from fideliza.tiers.service import plain_decimal
 
@@ -77,6 +76,9 @@ class _MemberState:
     tier_code: str | None
     buckets: dict[date, Decimal]
     first_purchase_before: datetime | None = None
+    # The rules' view of the member, rebuilt only when its tier or first-purchase flag changes.
+    context: MemberContext | None = None
+    context_key: tuple[str | None, bool] | None = None
 
 
 def allocate_ids(db: Session, table: str, count: int) -> list[int]:
@@ -204,11 +206,15 @@ def ingest_purchases(
     earnings: list[
         tuple[int, list[Posting], PurchaseInput, bool]
     ] = []  # (slot, postings, purchase, pending)
+    capped_ids = sorted(capped)
+    window = timedelta(days=settings.return_window_days)
+    windows: dict[date, tuple[date, date]] = {}  # tier window of each local day
     for slot, position in enumerate(todo):
         purchase = purchases[position]
         member_id = member_ids[purchase.member_ref]
         state = states[member_id]
         is_first = state.first_purchase_at is None
+        local_day = purchase.occurred_at.astimezone(timezone).date()
         activity = Activity(
             kind="purchase",
             occurred_at=purchase.occurred_at,
@@ -218,25 +224,36 @@ def ingest_purchases(
             items=purchase.items,
             attributes=purchase.attributes,
         )
-        member_context = rules.member_context(
-            ladder,
-            tier_code=state.tier_code,
-            attributes=state.attributes,
-            birthday=state.birthday,
-            is_first_purchase=is_first,
+        if state.context is None or state.context_key != (state.tier_code, is_first):
+            state.context_key = (state.tier_code, is_first)
+            state.context = rules.member_context(
+                ladder,
+                tier_code=state.tier_code,
+                attributes=state.attributes,
+                birthday=state.birthday,
+                is_first_purchase=is_first,
+            )
+        usage = (
+            rules.usage_view(
+                counters, rule_ids=capped_ids, member_id=member_id, periods=keys[position]
+            )
+            if capped
+            else {}
         )
-        usage = rules.usage_view(
-            counters, rule_ids=sorted(capped), member_id=member_id, periods=keys[position]
-        )
-        postings = evaluate(activity, member_context, context, compiled, usage)
-        usage_rows += rules.count_usage(
-            counters, capped=capped, member_id=member_id, periods=keys[position], postings=postings
-        )
+        postings = evaluate(activity, state.context, context, compiled, usage)
+        if capped:
+            usage_rows += rules.count_usage(
+                counters,
+                capped=capped,
+                member_id=member_id,
+                periods=keys[position],
+                postings=postings,
+            )
         points = sum(p.points for p in postings)
-        pending = purchase.occurred_at + timedelta(days=settings.return_window_days) > now
+        pending = purchase.occurred_at + window > now
         if is_first:
             state.first_purchase_at = purchase.occurred_at
-        month = purchase.occurred_at.astimezone(timezone).date().replace(day=1)
+        month = local_day.replace(day=1)
         month_rows.append(
             {
                 "member_id": member_id,
@@ -257,11 +274,11 @@ def ingest_purchases(
             state.buckets[month] = (
                 state.buckets.get(month, Decimal(0)) + gained[ladder.policy.basis]
             )
-            local_day = purchase.occurred_at.astimezone(timezone).date()
+            if local_day not in windows:
+                windows[local_day] = current_window(ladder.policy, local_day)
+            first, last = windows[local_day]
             metric = plain_decimal(
-                window_metric(
-                    ladder.policy, _window_buckets(ladder, state.buckets, local_day), local_day
-                )
+                sum((v for m, v in state.buckets.items() if first <= m <= last), Decimal(0))
             )
             tier_change = upgrade_on_activity(ladder.levels, state.tier_code, metric)
             if tier_change is not None:
@@ -505,13 +522,6 @@ def _merge_months(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             merged[key] = dict(row)
     return list(merged.values())
-
-
-def _window_buckets(
-    ladder: tiers.Ladder, buckets: dict[date, Decimal], day: date
-) -> dict[date, Decimal]:
-    first, last = current_window(ladder.policy, day)
-    return {month: value for month, value in buckets.items() if first <= month <= last}
 
 
 def _earliest_window(
