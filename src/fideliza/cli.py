@@ -479,3 +479,76 @@ def main() -> None:  # pragma: no cover - console entry point
     except FidelizaError as error:
         errors.print(f"error: {error}")
         sys.exit(2)
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.html and report.json.")],
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    transactions: Annotated[
+        Path | None,
+        typer.Option(
+            "--transactions",
+            help="Purchases file (CSV or Parquet); without it, the database is read.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    surveys: Annotated[
+        Path | None,
+        typer.Option(help="Survey responses (CSV or Parquet).", exists=True, dir_okay=False),
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Labels: es, en or it.")] = "es",
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Report up to this date (default: after the last purchase)."),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="IANA time zone of the periods (default: the program's, or UTC)."),
+    ] = None,
+) -> None:
+    """Writes the loyalty report: one self-contained HTML page and a JSON of every figure."""
+    from fideliza.analytics import open_database, open_files
+    from fideliza.analytics.report import SECTIONS, Lang, build_report
+
+    if lang not in {choice.value for choice in Lang}:
+        errors.print(
+            f"[red]error[/red] [bold]--lang[/bold]: must be es, en or it, got {escape(repr(lang))}"
+        )
+        raise typer.Exit(2)
+
+    def work() -> None:
+        if transactions is not None:
+            data = open_files(transactions, surveys=surveys, timezone=timezone or "UTC")
+        else:
+            data = open_database(
+                _url(database_url), program=program, timezone=timezone, surveys=surveys
+            )
+        with (
+            data,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=errors,
+            ) as bar,
+        ):
+            tasks: list[Any] = []
+
+            def advance(section: str) -> None:
+                if tasks:
+                    bar.update(tasks[-1], completed=1)
+                step = f"[{len(tasks) + 1}/{len(SECTIONS)}] {section.replace('_', ' ')}"
+                tasks.append(bar.add_task(step, total=1))
+
+            report = build_report(data, as_of=as_of, lang=lang, progress=advance)
+            if tasks:
+                bar.update(tasks[-1], completed=1)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.html").write_text(report.html, encoding="utf-8")
+        (out / "report.json").write_text(report.json(), encoding="utf-8")
+        console.print(f"report written to {escape(str(out / 'report.html'))} and report.json")
+
+    _run(work)

@@ -18,7 +18,7 @@ CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
 Program economics (part 7) are in `economics`: points liability, breakage per earning cohort
 and the ROI against a holdout group; reward cost and effort-vs-reward are not yet here.
 
-Not yet here (issue 4): the report (part 8), and PySpark: the
+Not yet here (issue 4): PySpark: the
 expressions use only portable Ibis operations (epoch-second day counts, integer rank
 comparisons) but have no Spark source or Spark test yet.
 """

@@ -1,0 +1,507 @@
+"""The loyalty report (issue 4, part 8): one self-contained HTML page and the figures behind it.
+
+    from fideliza.analytics import open_files
+    from fideliza.analytics.report import build_report
+
+    with open_files("purchases.csv", surveys="surveys.csv", timezone="Europe/Madrid") as data:
+        report = build_report(data, as_of="2025-07-01", lang="en")
+    Path("report.html").write_text(report.html)
+    Path("report.json").write_text(report.json())
+
+Every number the page shows is formatted from `Report.figures` (JSON-ready: ints, floats,
+strings, None), which holds the rows of the analytics functions it calls:
+
+- `summary`: `buyer_summary`; `active_customers`, `defection` and `cohort_retention`: the
+  monthly tables; all on the purchases before `as_of`;
+- `usage_groups`: `usage_groups` over the 365 days before `as_of`;
+- `rfm_segments`: `rfm_segments` at `as_of`;
+- `loyalty_matrix` and `satisfied_defection` (only with surveys): judged at `as_of` minus the
+  rule's follow-up window (`meta.loyalty_as_of`), so that whether a member bought again is
+  known from the data before `as_of`; None without surveys.
+
+Money (decimals in the analytics) becomes float in the figures; dates are ISO strings; a null
+or NaN rate is None. The charts are inline SVG, the style inline CSS: no script, no external
+resource.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+import pandas as pd
+
+from fideliza.analytics.behaviour import (
+    active_customers,
+    buyer_summary,
+    cohort_retention,
+    defection,
+)
+from fideliza.analytics.frames import quiet_ibis
+from fideliza.analytics.loyalty import DEFAULT_LOYALTY_RULE, loyalty_matrix, satisfied_defection
+from fideliza.analytics.periods import local_timestamp, within
+from fideliza.analytics.report_i18n import LABELS, Lang
+from fideliza.analytics.segments import rfm_segments, usage_groups
+from fideliza.analytics.sources import AnalyticsData
+from fideliza.core.errors import ValidationError
+
+__all__ = ["SECTIONS", "Lang", "Report", "build_report", "default_as_of"]
+
+# The sections, in the order they are computed (a progress callback gets each name).
+SECTIONS = (
+    "summary",
+    "active_customers",
+    "defection",
+    "usage_groups",
+    "rfm_segments",
+    "loyalty_matrix",
+    "cohort_retention",
+)
+USAGE_WINDOW_DAYS = 365
+
+Moment = date | datetime | str
+Figures = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The HTML page and the figures it shows (`json()` is what `fideliza report` writes)."""
+
+    html: str
+    figures: Figures
+
+    def json(self) -> str:
+        return json.dumps(self.figures, indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def default_as_of(data: AnalyticsData) -> date:
+    """The day after the last purchase (so that the whole history is in the report)."""
+    with quiet_ibis():
+        last = data.transactions.occurred_at.max().to_pyarrow().as_py()
+    if last is None:
+        raise ValidationError("has no purchases", field="transactions")
+    return (last + timedelta(days=1)).date()
+
+
+def build_report(
+    data: AnalyticsData,
+    *,
+    as_of: Moment | None = None,
+    lang: Lang | str = Lang.ES,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Computes every figure of the report on `data` and renders the page in `lang`.
+
+    `as_of` (a date means its local midnight; default: the day after the last purchase) cuts
+    the data: only purchases before it are read. `progress`, when given, is called with each
+    section's name (see SECTIONS) before the section is computed.
+    """
+    language = _lang(lang)
+    moment = local_timestamp(default_as_of(data) if as_of is None else as_of, field="as_of")
+    notify = progress or (lambda _section: None)
+    tx = within(data.transactions, end=moment)
+    loyalty_at = moment - timedelta(days=DEFAULT_LOYALTY_RULE.follow_up_days)
+    figures: Figures = {
+        "meta": {
+            "as_of": moment.isoformat(),
+            "timezone": data.timezone,
+            "lang": language.value,
+            "usage_window": [
+                (moment - timedelta(days=USAGE_WINDOW_DAYS)).isoformat(),
+                moment.isoformat(),
+            ],
+            "loyalty_as_of": loyalty_at.isoformat() if data.surveys is not None else None,
+        }
+    }
+    notify("summary")
+    figures["summary"] = _rows(buyer_summary(tx))[0]
+    notify("active_customers")
+    figures["active_customers"] = _rows(active_customers(tx, period="month"))
+    notify("defection")
+    figures["defection"] = _rows(defection(tx, period="month"))
+    notify("usage_groups")
+    start = moment - timedelta(days=USAGE_WINDOW_DAYS)
+    figures["usage_groups"] = _rows(usage_groups(tx, start=start, end=moment))
+    notify("rfm_segments")
+    figures["rfm_segments"] = _rows(rfm_segments(tx, as_of=moment))
+    notify("loyalty_matrix")
+    if data.surveys is None:
+        figures["loyalty_matrix"] = None
+        figures["satisfied_defection"] = None
+    else:
+        surveys = within(data.surveys, end=moment, column="answered_at")
+        figures["loyalty_matrix"] = _rows(
+            loyalty_matrix(tx, surveys, as_of=loyalty_at, referrals=data.referrals)
+        )
+        figures["satisfied_defection"] = _rows(
+            satisfied_defection(tx, surveys, as_of=loyalty_at, referrals=data.referrals)
+        )[0]
+    notify("cohort_retention")
+    figures["cohort_retention"] = _rows(cohort_retention(tx, period="month"))
+    return Report(html=render_html(figures, language), figures=figures)
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _lang(value: Lang | str) -> Lang:
+    try:
+        return Lang(value)
+    except ValueError:
+        choices = ", ".join(lang.value for lang in Lang)
+        raise ValidationError(f"must be one of {choices}, got {value!r}", field="lang") from None
+
+
+def _rows(frame: Any) -> list[dict[str, Any]]:
+    return [
+        {str(k): _plain(v) for k, v in row.items()}
+        for row in pd.DataFrame(frame).to_dict("records")
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of one cell."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, pd.Timestamp | datetime):
+        moment = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+        return moment.date().isoformat() if moment.time() == datetime.min.time() else str(moment)
+    if isinstance(value, date):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- page -------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:980px;color:#1f2933;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #d9e2ec;padding-bottom:.3rem}
+.meta{color:#616e7c}.kpis{display:flex;flex-wrap:wrap;gap:.8rem}
+.kpi{background:#f0f4f8;border-radius:6px;padding:.6rem .9rem;min-width:9rem}
+.kpi b{display:block;font-size:1.35rem}.kpi span{font-size:.85rem;color:#52606d}
+svg{display:block;max-width:100%;height:auto;margin:.6rem 0}
+svg text{font-size:11px;fill:#323f4b}.note{color:#52606d}
+"""
+_BLUE = "#2680c2"
+_ORANGE = "#de911d"
+_QUADRANT_COLOURS = {
+    "apostles": "#3ebd93",
+    "mercenaries": "#f7c948",
+    "hostages": "#9aa5b1",
+    "terrorists": "#e12d39",
+}
+
+
+def render_html(figures: Figures, lang: Lang | str) -> str:
+    """The page, from `figures` only (so every number shown is in the JSON)."""
+    language = _lang(lang)
+    t = LABELS[language.value]
+    meta = figures["meta"]
+    parts = [
+        f'<!DOCTYPE html><html lang="{language.value}"><head><meta charset="utf-8">',
+        f"<title>{escape(t['title'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(t['title'])}</h1>",
+        f'<p class="meta">{escape(t["generated"])}: {escape(meta["as_of"])} · '
+        f"{escape(t['timezone'])}: {escape(meta['timezone'])}</p>",
+        _summary(figures["summary"], t),
+        _section(t["active_customers"], _active_chart(figures["active_customers"], t), "active"),
+        _section(t["defection"], _defection_chart(figures["defection"], t), "defection"),
+        _section(t["usage_groups"], _usage_chart(figures["usage_groups"], t), "usage"),
+        _section(t["rfm_segments"], _rfm_chart(figures["rfm_segments"], t), "rfm"),
+        _loyalty(figures, t),
+        _section(t["cohort_retention"], _cohort_chart(figures["cohort_retention"], t), "cohorts"),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _section(title: str, body: str, anchor: str) -> str:
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _summary(summary: dict[str, Any], t: dict[str, str]) -> str:
+    cells = [
+        ("buyers", _num(summary["buyers"])),
+        ("one_time_buyers", _num(summary["one_time_buyers"])),
+        ("repeat_customers", _num(summary["repeat_customers"])),
+        ("repeat_purchase_rate", _pct(summary["repeat_purchase_rate"])),
+        ("transactions", _num(summary["transactions"])),
+        ("revenue", _num(summary["revenue"], 2)),
+        ("purchases_per_buyer", _num(summary["purchases_per_buyer"], 2)),
+    ]
+    kpis = "".join(
+        f'<div class="kpi"><b>{value}</b><span>{escape(t[key])}</span></div>'
+        for key, value in cells
+    )
+    return _section(t["summary"], f'<div class="kpis">{kpis}</div>', "summary")
+
+
+def _svg(width: int, height: int, body: list[str], label: str) -> str:
+    return (
+        f'<svg viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
+        + "".join(body)
+        + "</svg>"
+    )
+
+
+def _text(x: float, y: float, content: str, anchor: str = "start", extra: str = "") -> str:
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{extra}>{escape(content)}</text>'
+
+
+def _rect(x: float, y: float, w: float, h: float, fill: str, title: str = "") -> str:
+    tip = f"<title>{escape(title)}</title>" if title else ""
+    return (
+        f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}" '
+        f'fill="{fill}">{tip}</rect>'
+    )
+
+
+def _legend(x: float, y: float, items: list[tuple[str, str]]) -> list[str]:
+    out = []
+    for i, (colour, label) in enumerate(items):
+        out.append(_rect(x + i * 150, y - 9, 10, 10, colour))
+        out.append(_text(x + i * 150 + 14, y, label))
+    return out
+
+
+def _empty(t: dict[str, str], label: str) -> str:
+    return _svg(400, 30, [_text(5, 20, t["no_data"])], label)
+
+
+def _active_chart(rows: list[dict[str, Any]], t: dict[str, str]) -> str:
+    label = t["active_customers"]
+    if not rows:
+        return _empty(t, label)
+    width, height, left, top, bottom = 900, 280, 50, 30, 50
+    plot_w, plot_h = width - left - 10, height - top - bottom
+    peak = max(row["active_customers"] for row in rows) or 1
+    step = plot_w / len(rows)
+    body = _legend(left, 15, [(_BLUE, t["active"]), (_ORANGE, t["new"])])
+    body.append(_text(left - 5, top + 4, _num(peak), "end"))
+    body.append(_text(left - 5, top + plot_h, "0", "end"))
+    every = max(1, math.ceil(len(rows) / 18))
+    for i, row in enumerate(rows):
+        x = left + i * step
+        active, new = row["active_customers"], row["new_customers"]
+        h = plot_h * active / peak
+        tip = f"{row['period']}: {t['active']} {_num(active)}, {t['new']} {_num(new)}"
+        body.append(_rect(x + 1, top + plot_h - h, step * 0.8, h, _BLUE, tip))
+        hn = plot_h * new / peak
+        body.append(_rect(x + 1, top + plot_h - hn, step * 0.4, hn, _ORANGE, tip))
+        if i % every == 0:
+            body.append(_text(x + step * 0.4, height - bottom + 15, row["period"][:7], "middle"))
+    return _svg(width, height, body, label)
+
+
+def _defection_chart(rows: list[dict[str, Any]], t: dict[str, str]) -> str:
+    label = t["defection"]
+    known = [(i, row) for i, row in enumerate(rows) if row["defection_rate"] is not None]
+    if not known:
+        return _empty(t, label)
+    width, height, left, top, bottom = 900, 260, 50, 20, 40
+    plot_w, plot_h = width - left - 20, height - top - bottom
+    step = plot_w / max(len(rows) - 1, 1)
+    body = [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
+        'stroke="#9aa5b1"/>',
+        _text(left - 5, top + 4, "100%", "end"),
+        _text(left - 5, top + plot_h, "0%", "end"),
+    ]
+    points = [(left + i * step, top + plot_h * (1 - row["defection_rate"])) for i, row in known]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    body.append(f'<polyline points="{path}" fill="none" stroke="{_BLUE}" stroke-width="2"/>')
+    for (x, y), (_, row) in zip(points, known, strict=True):
+        tip = (
+            f"{row['period']}: {_pct(row['defection_rate'])} "
+            f"({_num(row['defected'])}/{_num(row['active_previous'])})"
+        )
+        body.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{_BLUE}"><title>{escape(tip)}'
+            "</title></circle>"
+        )
+    every = max(1, math.ceil(len(rows) / 18))
+    for i, row in enumerate(rows):
+        if i % every == 0:
+            body.append(_text(left + i * step, height - 10, row["period"][:7], "middle"))
+    return _svg(width, height, body, label)
+
+
+def _hbars(
+    rows: list[tuple[str, list[tuple[float, str, str]]]], label: str, legend: list[tuple[str, str]]
+) -> str:
+    """Horizontal bars: one group per row, one bar (share 0–1, text, colour) per series."""
+    width, left, bar = 900, 190, 14
+    top = 28 if legend else 8
+    group = bar * max(len(series) for _, series in rows) + 10
+    height = top + group * len(rows) + 5
+    plot_w = width - left - 90
+    body = _legend(left, 15, legend) if legend else []
+    for r, (name, series) in enumerate(rows):
+        y = top + r * group
+        body.append(_text(left - 8, y + bar * len(series) / 2 + 4, name, "end"))
+        for s, (share, text, colour) in enumerate(series):
+            w = plot_w * share
+            body.append(_rect(left, y + s * bar, w, bar - 2, colour, f"{name}: {text}"))
+            body.append(_text(left + w + 4, y + s * bar + bar - 4, text))
+    return _svg(width, height, body, label)
+
+
+def _usage_chart(rows: list[dict[str, Any]], t: dict[str, str]) -> str:
+    label = t["usage_groups"]
+    if not any(row["customers"] for row in rows):
+        return _empty(t, label)
+    bars = [
+        (
+            t[row["usage_group"]],
+            [
+                (
+                    row["customer_share"] or 0.0,
+                    f"{_pct(row['customer_share'])} ({_num(row['customers'])})",
+                    _BLUE,
+                ),
+                (
+                    row["revenue_share"] or 0.0,
+                    f"{_pct(row['revenue_share'])} ({_num(row['revenue'], 2)})",
+                    _ORANGE,
+                ),
+            ],
+        )
+        for row in rows
+    ]
+    legend = [(_BLUE, t["customer_share"]), (_ORANGE, t["revenue_share"])]
+    return _hbars(bars, label, legend)
+
+
+def _rfm_chart(rows: list[dict[str, Any]], t: dict[str, str]) -> str:
+    label = t["rfm_segments"]
+    if not any(row["customers"] for row in rows):
+        return _empty(t, label)
+    bars = [
+        (
+            t.get(row["segment"], row["segment"]),
+            [
+                (
+                    row["customer_share"] or 0.0,
+                    f"{_num(row['customers'])} ({_pct(row['customer_share'])})",
+                    _BLUE,
+                ),
+                (
+                    row["revenue_share"] or 0.0,
+                    f"{_num(row['revenue'], 2)} ({_pct(row['revenue_share'])})",
+                    _ORANGE,
+                ),
+            ],
+        )
+        for row in rows
+    ]
+    legend = [(_BLUE, t["customers"]), (_ORANGE, t["revenue"])]
+    return _hbars(bars, label, legend)
+
+
+def _loyalty(figures: Figures, t: dict[str, str]) -> str:
+    rows = figures["loyalty_matrix"]
+    if rows is None:
+        return _section(
+            t["loyalty_matrix"], f'<p class="note">{escape(t["no_surveys"])}</p>', "loyalty"
+        )
+    width, height, left, top = 900, 360, 150, 30
+    cell_w, cell_h = (width - left - 10) / 2, (height - top - 10) / 2
+    body = [
+        _text(left + cell_w / 2, 18, t["strong"], "middle"),
+        _text(left + cell_w * 1.5, 18, t["weak"], "middle"),
+        _text(left - 10, top + cell_h / 2, t["satisfied"], "end"),
+        _text(left - 10, top + cell_h * 1.5, t["dissatisfied"], "end"),
+    ]
+    for row in rows:
+        col = 0 if row["strong"] else 1
+        line = 0 if row["satisfied"] else 1
+        x, y = left + col * cell_w, top + line * cell_h
+        name = t[row["quadrant"]]
+        body.append(_rect(x + 2, y + 2, cell_w - 4, cell_h - 4, _QUADRANT_COLOURS[row["quadrant"]]))
+        lines = [
+            (name, ' font-weight="bold" style="font-size:15px"'),
+            (f"{t['customers']}: {_num(row['customers'])} ({_pct(row['customer_share'])})", ""),
+            (f"{t['revenue']}: {_num(row['revenue'], 2)} ({_pct(row['revenue_share'])})", ""),
+            (f"{t['defection_rate']}: {_pct(row['defection_rate'])}", ""),
+        ]
+        for k, (content, extra) in enumerate(lines):
+            body.append(
+                _text(x + cell_w / 2, y + cell_h / 2 - 24 + k * 18, content, "middle", extra)
+            )
+    chart = _svg(width, height, body, t["loyalty_matrix"])
+    satisfied = figures["satisfied_defection"]
+    note = (
+        f'<p class="note">{escape(t["loyalty_judged"])}: '
+        f"{escape(str(figures['meta']['loyalty_as_of']))} · "
+        f"{escape(t['satisfied_defection_rate'])}: "
+        f"{_pct(satisfied['satisfied_defection_rate'])} "
+        f"({_num(satisfied['satisfied_defected'])}/{_num(satisfied['satisfied_customers'])})</p>"
+    )
+    return _section(t["loyalty_matrix"], chart + note, "loyalty")
+
+
+def _heat(value: float) -> str:
+    """White (0) to blue (1)."""
+    v = min(max(value, 0.0), 1.0)
+    r, g, b = (int(255 + (c - 255) * v) for c in (38, 128, 194))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _cohort_chart(rows: list[dict[str, Any]], t: dict[str, str]) -> str:
+    label = t["cohort_retention"]
+    if not rows:
+        return _empty(t, label)
+    cohorts = list(dict.fromkeys(row["cohort"] for row in rows))
+    offsets = max(row["offset"] for row in rows) + 1
+    left, top, cell_h = 130, 36, 20
+    cell_w = max(24.0, min(48.0, (900 - left) / offsets))
+    width = int(left + cell_w * offsets + 5)
+    height = top + cell_h * len(cohorts) + 5
+    body = [_text(left, 12, t["offset"]), _text(5, 30, t["cohort"])]
+    for offset in range(offsets):
+        body.append(_text(left + (offset + 0.5) * cell_w, 30, str(offset), "middle"))
+    sizes: dict[str, int] = {}
+    for row in rows:
+        r = cohorts.index(row["cohort"])
+        sizes[row["cohort"]] = row["cohort_size"]
+        x, y = left + row["offset"] * cell_w, top + r * cell_h
+        share = row["retention"] or 0.0
+        tip = f"{row['cohort'][:7]} +{row['offset']}: {_pct(row['retention'])}"
+        tip += f" ({_num(row['active_customers'])}/{_num(row['cohort_size'])})"
+        body.append(_rect(x, y, cell_w - 1, cell_h - 1, _heat(share), tip))
+        colour = ' fill="#ffffff"' if share > 0.55 else ""
+        percent = "–" if row["retention"] is None else f"{row['retention'] * 100:.0f}"
+        body.append(
+            _text(
+                x + cell_w / 2, y + cell_h - 6, percent, "middle", colour + ' style="font-size:9px"'
+            )
+        )
+    for r, cohort in enumerate(cohorts):
+        body.append(_text(5, top + r * cell_h + cell_h - 6, f"{cohort[:7]} ({sizes[cohort]})"))
+    return _svg(width, height, body, label)
