@@ -552,3 +552,43 @@ def report_command(
         console.print(f"report written to {escape(str(out / 'report.html'))} and report.json")
 
     _run(work)
+
+
+@jobs_app.command("webhooks")
+def jobs_webhooks(
+    database_url: DatabaseOption = None,
+    program: Annotated[
+        str | None, typer.Option("--program", "-p", help="Only this program.")
+    ] = None,
+    every: Annotated[
+        float, typer.Option(help="Keep running, every this many seconds (0: run once).")
+    ] = 0,
+) -> None:
+    """Delivers outbox events to the programs' webhook endpoints (signed; retried with backoff)."""
+    import dataclasses
+    import time
+
+    from fideliza.programs import service as programs
+    from fideliza.webhooks import service as webhooks
+
+    factory = _factory(database_url)
+    settings = webhooks.WebhookSettings()
+
+    def work() -> None:
+        program_id = None
+        if program:
+            with factory() as db:
+                program_id = programs.get_by_code(db, code=program).id
+        while True:
+            report = webhooks.dispatch_due(
+                factory,
+                now=datetime.now(UTC),
+                program_id=program_id,
+                allow_private=settings.allow_private_addresses,
+            )
+            console.print_json(json.dumps(dataclasses.asdict(report)))
+            if every <= 0:
+                return
+            time.sleep(every)
+
+    _run(work)

@@ -9,5 +9,6 @@ from fideliza.programs import models as _programs  # noqa: F401
 from fideliza.purchases import models as _purchases  # noqa: F401
 from fideliza.rules import models as _rules  # noqa: F401
 from fideliza.tiers import models as _tiers  # noqa: F401
+from fideliza.webhooks import models as _webhooks  # noqa: F401
 
 metadata = Base.metadata

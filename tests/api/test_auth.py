@@ -155,6 +155,10 @@ class Objects:
     purchase: dict[str, Any]
     hold_id: int
     key_id: int
+    webhook_id: int
+
+
+WEBHOOK = {"url": "https://93.184.216.34/hooks", "event_types": ["*"]}  # a public literal IP
 
 
 def objects_of(client: TestClient, world: World) -> Objects:
@@ -171,7 +175,14 @@ def objects_of(client: TestClient, world: World) -> Objects:
     key = client.post(
         "/v1/api-keys", json={"name": "spare", "scopes": ["read"]}, headers=world.auth()
     ).json()
-    return Objects(member=member, purchase=purchase, hold_id=hold["id"], key_id=key["id"])
+    webhook = client.post("/v1/webhooks", json=WEBHOOK, headers=world.auth()).json()
+    return Objects(
+        member=member,
+        purchase=purchase,
+        hold_id=hold["id"],
+        key_id=key["id"],
+        webhook_id=webhook["id"],
+    )
 
 
 Body = Callable[[Objects], dict[str, Any]] | None
@@ -238,6 +249,10 @@ ROUTES: list[tuple[str, str, str, Body]] = [
     ("GET", "/v1/api-keys", "admin", None),
     ("POST", "/v1/api-keys", "admin", lambda o: {"name": "k", "scopes": ["read"]}),
     ("DELETE", "/v1/api-keys/{key}", "admin", None),
+    ("GET", "/v1/webhooks", "admin", None),
+    ("POST", "/v1/webhooks", "admin", lambda o: WEBHOOK),
+    ("GET", "/v1/webhooks/{webhook}", "admin", None),
+    ("DELETE", "/v1/webhooks/{webhook}", "admin", None),
 ]
 
 
@@ -247,6 +262,7 @@ def _path(template: str, objects: Objects) -> str:
         purchase=objects.purchase["purchase_id"],
         hold=objects.hold_id,
         key=objects.key_id,
+        webhook=objects.webhook_id,
     )
 
 
@@ -259,7 +275,7 @@ def test_the_matrix_covers_every_route(client: TestClient) -> None:
         for method in operations
     }
     listed = {
-        (method, re.sub(r"\{(member|purchase|hold|key)\}", _param, path))
+        (method, re.sub(r"\{(member|purchase|hold|key|webhook)\}", _param, path))
         for method, path, _, _ in ROUTES
     }
     assert served == listed
@@ -271,6 +287,7 @@ def _param(match: re.Match[str]) -> str:
         "purchase": "{purchase_id}",
         "hold": "{hold_id}",
         "key": "{key_id}",
+        "webhook": "{webhook_id}",
     }[match.group(1)]
 
 
@@ -322,6 +339,7 @@ def test_another_program_s_objects_are_as_absent_ones(
         purchase={"purchase_id": 2**62, "external_id": unique("nothing")},
         hold_id=2**62,
         key_id=2**62,
+        webhook_id=2**62,
     )
     failures, compared = [], 0
     for method, template, _, body in ROUTES:
@@ -346,7 +364,7 @@ def test_another_program_s_objects_are_as_absent_ones(
         if not _same_problem(*responses):
             failures.append(f"{method} {template}: {[r.text for r in responses]}")
     assert not failures, "\n".join(failures)
-    assert compared == 17
+    assert compared == 19
     # And nothing of theirs moved.
     balance = client.get(
         f"/v1/members/{theirs.member['id']}/balance", headers=other.auth("read")

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints a program registers, and the signed delivery of its outbox events."""
