@@ -15,17 +15,14 @@ from sqlalchemy.orm import Session
 from fideliza.core.clock import parse_timestamp
 from fideliza.core.errors import IdempotencyError, ValidationError
 from fideliza.core.hashing import content_hash
-from fideliza.db import upsert_add
 from fideliza.events.models import MemberEvent
 from fideliza.ledger import service as ledger
 from fideliza.ledger.service import EarnLine
 from fideliza.members import service as members
-from fideliza.members.models import MemberMonth
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 from fideliza.rules import service as rules
 from fideliza.rules.domain import Activity, Posting, evaluate
-from fideliza.rules.schemas import parse_rule_definition  # noqa: F401  (documents the shared rule format)
 from fideliza.tiers import service as tiers
 
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{1,49}$")
@@ -140,12 +137,9 @@ def record_event(
     db.add(event)
     if earned:
         month = when.astimezone(context.timezone).date().replace(day=1)
-        upsert_add(
+        tiers.add_month_activity(
             db,
-            MemberMonth.__table__,
-            keys=("member_id", "month"),
-            add=("spend", "points_earned", "purchases"),
-            rows=[
+            [
                 {
                     "member_id": member.id,
                     "month": month,

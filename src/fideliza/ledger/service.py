@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from fideliza.core.errors import InsufficientPoints, InvalidState, NotFound, ValidationError
+from fideliza.core.errors import InvalidState, NotFound, ValidationError
 from fideliza.ledger.domain import (
     MEMBER_ACCOUNT_KINDS,
     SYSTEM_ACCOUNT_KINDS,
@@ -991,20 +991,3 @@ def _member_account(db: Session, *, member_id: int, kind: AccountKind) -> int:
     if account_id is None:
         raise NotFound(f"member {member_id} has no {kind} account", field="member_id")
     return account_id
-
-
-def require_funds(available: int, points: int) -> None:
-    """Refuses to spend more than is available (kept for callers that check before planning)."""
-    if points > available:
-        raise InsufficientPoints(
-            f"needs {points} points but only {available} are available", field="points"
-        )
-
-
-def issued_points(db: Session, *, program_id: int) -> int:
-    """Points ever issued (the negated issuance balance), summed from the entries."""
-    issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
-    total = db.scalar(
-        select(func.coalesce(func.sum(Entry.amount), 0)).where(Entry.account_id == issuance)
-    )
-    return -int(total or 0)

@@ -43,21 +43,8 @@ class PurchaseInput:
     items: tuple[Item, ...] = ()
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
-    def content(self) -> dict[str, Any]:
-        """The content that idempotency compares (everything that changes the outcome)."""
-        return {
-            "member_ref": self.member_ref,
-            "occurred_at": self.occurred_at.isoformat(),
-            "amount": str(self.amount),
-            "currency": self.currency,
-            "channel": self.channel,
-            "store": self.store,
-            "items": [[i.sku, i.category, i.quantity, str(i.unit_price)] for i in self.items],
-            "attributes": dict(self.attributes),
-        }
-
     def digest(self) -> str:
-        """A SHA-256 of `content()` (a canonical repr: same content, same digest)."""
+        """A SHA-256 of what changes the outcome (a canonical repr: same content, same digest)."""
         content = (
             self.member_ref,
             self.occurred_at.isoformat(),

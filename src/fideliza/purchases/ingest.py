@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, NotFound
-from fideliza.db import bulk_insert, upsert_add
+from fideliza.db import bulk_insert
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import AccountKind, AllocationKind, LotState, TxKind
 from fideliza.ledger.models import Account, Allocation, Entry, LedgerTransaction, Lot
@@ -402,18 +402,12 @@ def ingest_purchases(
     if balance_moves:
         connection.execute(
             update(Account)
-            .where(Account.id == _param("account"))
-            .values(balance=Account.balance + _param("move")),
+            .where(Account.id == bindparam("account"))
+            .values(balance=Account.balance + bindparam("move")),
             [{"account": a, "move": m} for a, m in sorted(balance_moves.items())],
         )
     rules.save_usage(db, usage_rows)
-    upsert_add(
-        db,
-        MemberMonth.__table__,
-        keys=("member_id", "month"),
-        add=("spend", "points_earned", "purchases"),
-        rows=_merge_months(month_rows),
-    )
+    tiers.add_month_activity(db, _merge_months(month_rows))
     _save_member_changes(
         db, program=program, states=states, planned=planned, purchases=purchases, now=now
     )
@@ -493,12 +487,6 @@ _PURCHASE_COLUMNS = (
     "amount_returned",
     "earn_transaction_id",
 )
-
-
-def _param(name: str) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
 
 
 def _item_json(item: Any) -> dict[str, Any]:
@@ -611,11 +599,7 @@ def _load_members(
                 first_purchase_before=first_purchase_at,
             )
         if ladder is not None and since is not None:
-            column = {
-                TierBasis.POINTS: MemberMonth.points_earned,
-                TierBasis.SPEND: MemberMonth.spend,
-                TierBasis.PURCHASES: MemberMonth.purchases,
-            }[ladder.policy.basis]
+            column = tiers.basis_column(ladder.policy.basis)
             bucket_rows = db.execute(
                 select(MemberMonth.member_id, MemberMonth.month, column).where(
                     MemberMonth.member_id.in_(chunk), MemberMonth.month >= since
@@ -648,8 +632,8 @@ def _save_member_changes(
     if firsts:
         connection.execute(
             update(Member)
-            .where(Member.id == _param("member"))
-            .values(first_purchase_at=_param("first")),
+            .where(Member.id == bindparam("member"))
+            .values(first_purchase_at=bindparam("first")),
             firsts,
         )
     history: list[dict[str, Any]] = []
@@ -688,8 +672,8 @@ def _save_member_changes(
     if latest:
         connection.execute(
             update(Member)
-            .where(Member.id == _param("member"))
-            .values(tier_code=_param("code"), tier_since=_param("since"), tier_grace_used=0),
+            .where(Member.id == bindparam("member"))
+            .values(tier_code=bindparam("code"), tier_since=bindparam("since"), tier_grace_used=0),
             list(latest.values()),
         )
         connection.execute(insert(TierHistory), history)

@@ -17,11 +17,9 @@ from fideliza.core.clock import parse_timestamp
 from fideliza.core.errors import IdempotencyError, NotFound, ValidationError
 from fideliza.core.hashing import content_hash
 from fideliza.core.money import to_money
-from fideliza.db import upsert_add
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import return_reversal
-from fideliza.members import service as members
-from fideliza.members.models import Member, MemberMonth
+from fideliza.members.models import Member
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 from fideliza.purchases.domain import PurchaseInput, parse_purchase
@@ -178,12 +176,9 @@ def record_return(
     purchase.amount_returned += value
     purchase.points_reversed += points
     month = purchase.occurred_at.astimezone(ZoneInfo(program.timezone)).date().replace(day=1)
-    upsert_add(
+    tiers.add_month_activity(
         db,
-        MemberMonth.__table__,
-        keys=("member_id", "month"),
-        add=("spend", "points_earned", "purchases"),
-        rows=[
+        [
             {
                 "member_id": purchase.member_id,
                 "month": month,
@@ -293,8 +288,3 @@ def dry_run(
         postings=postings,
         checks=explain(activity, member_context, context, compiled),
     )
-
-
-def member_of(db: Session, *, program: Program, member_ref: str) -> Member:
-    """The member a till names by external id."""
-    return members.find(db, program_id=program.id, external_id=member_ref)

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from fideliza.db import upsert_add
 from fideliza.members.models import Member, MemberMonth
 from fideliza.programs import service as programs
 from fideliza.programs.models import JobRun, Program
@@ -126,15 +127,31 @@ def ladder(db: Session, *, program: Program) -> Ladder | None:
     return cache[program.id]
 
 
-def month_buckets(
-    db: Session, *, member_id: int, basis: TierBasis, since: date
-) -> dict[date, Decimal]:
-    """The member's monthly activity on the ladder's basis, from `since` on."""
-    column = {
+def basis_column(basis: TierBasis) -> Any:
+    """The member_months column a tier basis sums."""
+    return {
         TierBasis.POINTS: MemberMonth.points_earned,
         TierBasis.SPEND: MemberMonth.spend,
         TierBasis.PURCHASES: MemberMonth.purchases,
     }[basis]
+
+
+def add_month_activity(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Adds spend, points and purchases to members' monthly buckets (keyed member + month)."""
+    upsert_add(
+        db,
+        MemberMonth.__table__,
+        keys=("member_id", "month"),
+        add=("spend", "points_earned", "purchases"),
+        rows=rows,
+    )
+
+
+def month_buckets(
+    db: Session, *, member_id: int, basis: TierBasis, since: date
+) -> dict[date, Decimal]:
+    """The member's monthly activity on the ladder's basis, from `since` on."""
+    column = basis_column(basis)
     rows = db.execute(
         select(MemberMonth.month, column).where(
             MemberMonth.member_id == member_id, MemberMonth.month >= since
