@@ -15,6 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
+from fideliza import commands
+from fideliza.commands import coupons as _coupons  # noqa: F401
+from fideliza.commands import giftcards as _giftcards  # noqa: F401
+from fideliza.commands import referrals as _referrals  # noqa: F401
+from fideliza.commands import rewards as _rewards  # noqa: F401
+from fideliza.commands import surveys as _surveys  # noqa: F401
 from fideliza.config import get_settings
 from fideliza.core.clock import parse_timestamp
 from fideliza.core.errors import FidelizaError, ValidationError
@@ -35,6 +41,11 @@ app.add_typer(member_app, name="member")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(program_app, name="program")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(commands.rewards.app, name="rewards")
+app.add_typer(commands.coupons.app, name="coupons")
+app.add_typer(commands.giftcards.app, name="giftcards")
+app.add_typer(commands.referrals.app, name="referrals")
+app.add_typer(commands.surveys.app, name="surveys")
 
 console = Console()
 errors = Console(stderr=True)

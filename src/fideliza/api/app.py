@@ -21,7 +21,19 @@ from fideliza.api.errors import problem_body, render
 from fideliza.api.idempotency import REPLAYED
 from fideliza.api.metrics import CONTENT_TYPE, Metrics
 from fideliza.api.ratelimit import RateLimits, TokenBuckets
-from fideliza.api.routes import admin, events, members, points, purchases, webhooks
+from fideliza.api.routes import (
+    admin,
+    coupons,
+    events,
+    giftcards,
+    members,
+    points,
+    purchases,
+    referrals,
+    rewards,
+    surveys,
+    webhooks,
+)
 from fideliza.api.settings import ApiSettings
 from fideliza.api.telemetry import REQUEST_ID, Telemetry
 from fideliza.api.validation import checked_body
@@ -188,6 +200,18 @@ def create_app(
                 content=metrics.render(engine=engine, now=rt.clock.now), media_type=CONTENT_TYPE
             )
 
-    for module in (admin, members, purchases, events, points, webhooks):
+    for module in (
+        admin,
+        members,
+        purchases,
+        events,
+        points,
+        webhooks,
+        rewards,
+        coupons,
+        giftcards,
+        referrals,
+        surveys,
+    ):
         app.include_router(module.router, dependencies=[Depends(checked_body)])
     return app

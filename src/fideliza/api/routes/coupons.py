@@ -1,0 +1,9 @@
+"""Coupon campaigns and codes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fideliza.api.errors import PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/v1", tags=["coupons"], responses=PROBLEM_RESPONSES)

@@ -1,0 +1,9 @@
+"""Rewards catalog and redemptions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from fideliza.api.errors import PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/v1", tags=["rewards"], responses=PROBLEM_RESPONSES)

@@ -1,0 +1,7 @@
+"""fideliza giftcards …"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Gift cards and e-wallets.")

@@ -1,0 +1,7 @@
+"""fideliza surveys …"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Surveys (NPS, CSAT) and their answers.")

@@ -1,0 +1,26 @@
+"""rewards tables
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-25 20:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op  # noqa: F401
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
