@@ -16,6 +16,7 @@ from fideliza.core.clock import FixedClock
 from tests.api.world import World, make_world
 
 START = datetime.fromisoformat("2025-03-10T12:00:00+00:00")
+SECRET_KEY = "test-secret-key-for-member-tokens-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,8 @@ def clock() -> FixedClock:
 def api_app(database_url: str, clock: FixedClock) -> FastAPI:
     # The clock is fixed, so a bucket never refills: the per-IP failed-auth limit (all tests
     # come from one address) would end up refusing later tests. test_operations covers it.
-    return create_app(database_url, clock=clock, settings=ApiSettings(auth_failure_limit=0))
+    settings = ApiSettings(auth_failure_limit=0, secret_key=SECRET_KEY)
+    return create_app(database_url, clock=clock, settings=settings)
 
 
 @pytest.fixture

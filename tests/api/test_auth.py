@@ -199,6 +199,13 @@ ROUTES: list[tuple[str, str, str, Body]] = [
     ("GET", "/v1/members/{member}/balance", "read", None),
     ("GET", "/v1/members/{member}/history", "read", None),
     ("GET", "/v1/members/{member}/tier", "read", None),
+    ("POST", "/v1/members/{member}/tokens", "pos", lambda o: {}),
+    # A member token's routes: no API key opens them (the `member` scope is a member token).
+    ("GET", "/v1/me", "member", None),
+    ("PATCH", "/v1/me", "member", lambda o: {"first_name": "Eva"}),
+    ("GET", "/v1/me/balance", "member", None),
+    ("GET", "/v1/me/history", "member", None),
+    ("GET", "/v1/me/tier", "member", None),
     ("POST", "/v1/purchases", "pos", lambda o: basket(o.member, START, "3.00", items=[])),
     ("GET", "/v1/purchases/{purchase}", "read", None),
     (
@@ -303,6 +310,10 @@ def test_each_scope_on_each_route(client: TestClient, world: World) -> None:
                 json=body(objects) if body else None,
                 headers=world.auth(scope),
             )
+            if needed == "member":
+                if response.status_code != 401:
+                    failures.append(f"{scope} {method} {template}: {response.status_code}, not 401")
+                continue
             allowed = Scope(needed) in granted([scope])
             if (allowed and response.status_code in (401, 403, 404)) or response.status_code >= 500:
                 failures.append(f"{scope} {method} {template}: {response.status_code}")
@@ -364,7 +375,7 @@ def test_another_program_s_objects_are_as_absent_ones(
         if not _same_problem(*responses):
             failures.append(f"{method} {template}: {[r.text for r in responses]}")
     assert not failures, "\n".join(failures)
-    assert compared == 19
+    assert compared == 20
     # And nothing of theirs moved.
     balance = client.get(
         f"/v1/members/{theirs.member['id']}/balance", headers=other.auth("read")
@@ -375,3 +386,24 @@ def test_another_program_s_objects_are_as_absent_ones(
     )
     keys = client.get("/v1/api-keys", headers=other.auth()).json()
     assert all(k["revoked_at"] is None for k in keys)
+
+
+def test_a_member_token_opens_the_me_routes_only(client: TestClient, world: World) -> None:
+    """A member token is refused (401) by every API-key route and accepted by the /me ones."""
+    objects = objects_of(client, world)
+    issued = client.post(
+        f"/v1/members/{objects.member['id']}/tokens", json={}, headers=world.auth("pos")
+    )
+    headers = {"Authorization": f"Bearer {issued.json()['token']}"}
+    failures = []
+    for method, template, needed, body in ROUTES:
+        response = client.request(
+            method,
+            _path(template, objects),
+            json=body(objects) if body else None,
+            headers=headers,
+        )
+        expected = 200 if needed == "member" else 401
+        if response.status_code != expected:
+            failures.append(f"{method} {template}: {response.status_code}, not {expected}")
+    assert not failures, "\n".join(failures)

@@ -26,6 +26,7 @@ from fideliza.api.routes import (
     coupons,
     events,
     giftcards,
+    me,
     members,
     points,
     purchases,
@@ -212,6 +213,7 @@ def create_app(
         giftcards,
         referrals,
         surveys,
+        me,
     ):
         app.include_router(module.router, dependencies=[Depends(checked_body)])
     return app

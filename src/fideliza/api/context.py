@@ -134,3 +134,52 @@ def reader(scope: Scope = Scope.READ) -> Callable[..., Call]:
 
     dependency.__name__ = f"reader_{scope}"
     return dependency
+
+
+# --- member tokens (the portal and apps) ------------------------------------------------------
+
+member_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="MemberToken",
+    description="A member token from `POST /v1/members/{id}/tokens`: `Bearer fzm_…`",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCall:
+    """A request made by a member through an app: only that member's data is reachable."""
+
+    program_id: int
+    member_id: int
+    runtime: Runtime
+    now: datetime
+
+    @property
+    def actor(self) -> str:
+        return f"member:{self.member_id}"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.runtime.factory() as db:
+            yield db
+
+
+def member_caller(
+    rt: Annotated[Runtime, Depends(runtime)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(member_bearer)],
+) -> MemberCall:
+    """The member a token speaks for (401 when missing, forged, expired, or the member closed).
+
+    An API key is not a member: it gets the same 401 as a forged token, and a member token
+    is refused by every API-key route in turn."""
+    now = rt.clock.now()
+    secret = rt.settings.secret_key
+    with rt.factory() as db:
+        member = apikeys.member_of_token(
+            db,
+            token=credentials.credentials if credentials else "",
+            secret=secret.get_secret_value() if secret else None,
+            now=now,
+        )
+        note_caller(api_key_id=None, program_id=member.program_id, member_id=member.id)
+        return MemberCall(program_id=member.program_id, member_id=member.id, runtime=rt, now=now)

@@ -31,6 +31,7 @@ class RequestContext:
 
     request_id: str
     api_key_id: int | None = None
+    member_id: int | None = None  # a member token's member
     program_id: int | None = None
 
 
@@ -55,12 +56,13 @@ def current() -> RequestContext | None:
     return _current.get()
 
 
-def note_caller(*, api_key_id: int, program_id: int) -> None:
+def note_caller(*, api_key_id: int | None, program_id: int, member_id: int | None = None) -> None:
     """Records who is calling (from the authentication dependency)."""
     context = _current.get()
     if context is not None:  # the dependency runs in a copied context: the object is shared
         context.api_key_id = api_key_id
         context.program_id = program_id
+        context.member_id = member_id
 
 
 class RequestIdFilter(logging.Filter):
@@ -126,6 +128,7 @@ def access(context: RequestContext, **fields: Any) -> None:
             "fields": {
                 **fields,
                 "api_key_id": context.api_key_id,
+                "member_id": context.member_id,
                 "program_id": context.program_id,
             },
         },

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -11,6 +11,9 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIDELIZA_", env_file=".env", extra="ignore")
 
+    # Signs member tokens (32+ characters; the same on every worker). Unset, member tokens
+    # are off: the routes that issue or accept them answer 503 `not_configured`.
+    secret_key: SecretStr | None = None
     # Browser origins allowed to call the API. Empty (the default) sends no CORS header at
     # all, so browsers refuse cross-origin calls: tills and servers do not need CORS.
     cors_origins: list[str] = Field(default_factory=list)

@@ -20,3 +20,10 @@ class Forbidden(FidelizaError):
 
     code = "forbidden"
     status = 403
+
+
+class NotConfigured(FidelizaError):
+    """A feature needs a setting the operator has not given (e.g. FIDELIZA_SECRET_KEY)."""
+
+    code = "not_configured"
+    status = 503

@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from fideliza.apikeys import member_tokens
 from fideliza.apikeys.domain import (
     Claim,
     Claimed,
@@ -27,9 +28,11 @@ from fideliza.apikeys.domain import (
     parse_scopes,
     prefix_of,
 )
-from fideliza.apikeys.errors import Unauthenticated
+from fideliza.apikeys.errors import NotConfigured, Unauthenticated
 from fideliza.apikeys.models import ApiKey, IdempotencyRecord
-from fideliza.core.errors import NotFound, ValidationError
+from fideliza.core.errors import InvalidState, NotFound, ValidationError
+from fideliza.members.domain import MemberStatus
+from fideliza.members.models import Member
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 
@@ -290,3 +293,48 @@ def purge_expired(
             .execution_options(synchronize_session=False)
         )
     return len(ids)
+
+
+# --- member tokens ----------------------------------------------------------------------------
+
+
+def issue_member_token(
+    db: Session,
+    *,
+    program_id: int,
+    member_id: int,
+    now: datetime,
+    ttl: timedelta,
+    secret: str | None,
+) -> tuple[str, datetime]:
+    """A signed token through which an app acts as this member only; and when it expires."""
+    from fideliza.members import service as members
+
+    key = _member_token_secret(secret)
+    member = members.get(db, program_id=program_id, member_id=member_id)
+    if member.status == MemberStatus.CLOSED:
+        raise InvalidState(f"member {member_id} is closed", field="member_id")
+    token = member_tokens.sign(
+        program_id=program_id, member_id=member.id, now=now, ttl=ttl, secret=key
+    )
+    return token, now + ttl
+
+
+def member_of_token(db: Session, *, token: str, secret: str | None, now: datetime) -> Member:
+    """The member a genuine, unexpired token speaks for; closed members are shut out."""
+    claims = member_tokens.verify(token, secret=_member_token_secret(secret), now=now)
+    member = db.get(Member, claims.member_id)
+    if member is None or member.program_id != claims.program_id:
+        raise Unauthenticated("send a valid member token as `Authorization: Bearer fzm_…`")
+    if member.status == MemberStatus.CLOSED:
+        raise Unauthenticated("this member is closed")
+    return member
+
+
+def _member_token_secret(secret: str | None) -> str:
+    if not secret:
+        raise NotConfigured(
+            "member tokens need a signing secret: set FIDELIZA_SECRET_KEY (32+ characters)",
+            field="FIDELIZA_SECRET_KEY",
+        )
+    return secret

@@ -244,15 +244,19 @@ def balance(member_id: IdPath, call: Annotated[Call, Depends(READ)]) -> BalanceR
     with call.session() as db:
         program = call.program(db)
         member = members.get(db, program_id=program.id, member_id=member_id)
-        found = ledger.balance(db, member_id=member.id)
-        return BalanceRead(
-            member_id=member.id,
-            points_name=program.points_name,
-            available=found.available,
-            pending=found.pending,
-            held=found.held,
-            total=found.total,
-        )
+        return balance_read(db, program=program, member=member)
+
+
+def balance_read(db: Session, *, program: Program, member: Member) -> BalanceRead:
+    found = ledger.balance(db, member_id=member.id)
+    return BalanceRead(
+        member_id=member.id,
+        points_name=program.points_name,
+        available=found.available,
+        pending=found.pending,
+        held=found.held,
+        total=found.total,
+    )
 
 
 @router.get("/members/{member_id}/history", response_model=Page[HistoryLineRead], tags=["points"])
@@ -263,31 +267,37 @@ def history(
     limit: Limit = 50,
 ) -> Page[HistoryLineRead]:
     """The member's points history, latest first, each line with its why."""
-    before = decode_cursor(cursor)
     with call.session() as db:
         member = members.get(db, program_id=call.program_id, member_id=member_id)
-        lines = member_history(db, member_id=member.id, limit=limit + 1, before_entry_id=before)
-        page = lines[:limit]
-        return Page[HistoryLineRead](
-            items=[
-                HistoryLineRead(
-                    entry_id=line.entry_id,
-                    transaction_id=line.transaction_id,
-                    occurred_at=line.occurred_at,
-                    kind=line.kind,
-                    account=line.account,
-                    points=line.points,
-                    why=line.why,
-                    rule_id=line.rule_id,
-                    rule_version=line.rule_version,
-                    tier_code=line.tier_code,
-                    source_type=line.source_type,
-                    source_ref=line.source_ref,
-                )
-                for line in page
-            ],
-            next_cursor=encode_cursor(page[-1].entry_id) if len(lines) > limit else None,
-        )
+        return history_page(db, member=member, cursor=cursor, limit=limit)
+
+
+def history_page(
+    db: Session, *, member: Member, cursor: str | None, limit: int
+) -> Page[HistoryLineRead]:
+    before = decode_cursor(cursor)
+    lines = member_history(db, member_id=member.id, limit=limit + 1, before_entry_id=before)
+    page = lines[:limit]
+    return Page[HistoryLineRead](
+        items=[
+            HistoryLineRead(
+                entry_id=line.entry_id,
+                transaction_id=line.transaction_id,
+                occurred_at=line.occurred_at,
+                kind=line.kind,
+                account=line.account,
+                points=line.points,
+                why=line.why,
+                rule_id=line.rule_id,
+                rule_version=line.rule_version,
+                tier_code=line.tier_code,
+                source_type=line.source_type,
+                source_ref=line.source_ref,
+            )
+            for line in page
+        ],
+        next_cursor=encode_cursor(page[-1].entry_id) if len(lines) > limit else None,
+    )
 
 
 @router.get("/members/{member_id}/tier", response_model=TierStatusRead, tags=["tiers"])
@@ -296,25 +306,29 @@ def tier_status(member_id: IdPath, call: Annotated[Call, Depends(READ)]) -> Tier
     with call.session() as db:
         program = call.program(db)
         member = members.get(db, program_id=program.id, member_id=member_id)
-        found = tiers.status(db, program=program, member=member, now=call.now)
-        if found is None:
-            return TierStatusRead(configured=False, code=member.tier_code)
-        return TierStatusRead(
-            configured=True,
-            code=found.code,
-            metric=found.metric,
-            next_code=found.next_code,
-            missing=found.missing,
-            window_start=found.window[0],
-            # The service names the last month by its 1st; a client wants the last day.
-            window_end=_last_day(found.window[1]),
-            history=[
-                TierChangeRead(
-                    from_code=h.from_code,
-                    to_code=h.to_code,
-                    changed_at=h.changed_at,
-                    reason=h.reason,
-                )
-                for h in found.history
-            ],
-        )
+        return tier_read(db, program=program, member=member, now=call.now)
+
+
+def tier_read(db: Session, *, program: Program, member: Member, now: datetime) -> TierStatusRead:
+    found = tiers.status(db, program=program, member=member, now=now)
+    if found is None:
+        return TierStatusRead(configured=False, code=member.tier_code)
+    return TierStatusRead(
+        configured=True,
+        code=found.code,
+        metric=found.metric,
+        next_code=found.next_code,
+        missing=found.missing,
+        window_start=found.window[0],
+        # The service names the last month by its 1st; a client wants the last day.
+        window_end=_last_day(found.window[1]),
+        history=[
+            TierChangeRead(
+                from_code=h.from_code,
+                to_code=h.to_code,
+                changed_at=h.changed_at,
+                reason=h.reason,
+            )
+            for h in found.history
+        ],
+    )
