@@ -16,8 +16,10 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from fideliza import commands
+from fideliza.commands import cases as _cases  # noqa: F401
 from fideliza.commands import coupons as _coupons  # noqa: F401
 from fideliza.commands import giftcards as _giftcards  # noqa: F401
+from fideliza.commands import messaging as _messaging  # noqa: F401
 from fideliza.commands import referrals as _referrals  # noqa: F401
 from fideliza.commands import rewards as _rewards  # noqa: F401
 from fideliza.commands import surveys as _surveys  # noqa: F401
@@ -46,6 +48,8 @@ app.add_typer(commands.coupons.app, name="coupons")
 app.add_typer(commands.giftcards.app, name="giftcards")
 app.add_typer(commands.referrals.app, name="referrals")
 app.add_typer(commands.surveys.app, name="surveys")
+app.add_typer(commands.cases.app, name="cases")
+app.add_typer(commands.messaging.app, name="messages")
 
 console = Console()
 errors = Console(stderr=True)

@@ -23,11 +23,13 @@ from fideliza.api.metrics import CONTENT_TYPE, Metrics
 from fideliza.api.ratelimit import RateLimits, TokenBuckets
 from fideliza.api.routes import (
     admin,
+    cases,
     coupons,
     events,
     giftcards,
     me,
     members,
+    messaging,
     points,
     purchases,
     referrals,
@@ -213,6 +215,8 @@ def create_app(
         giftcards,
         referrals,
         surveys,
+        cases,
+        messaging,
         me,
     ):
         app.include_router(module.router, dependencies=[Depends(checked_body)])

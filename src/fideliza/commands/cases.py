@@ -1,0 +1,7 @@
+"""fideliza cases …"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Complaints (cases) from open to resolution.")

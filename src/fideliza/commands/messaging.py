@@ -1,0 +1,7 @@
+"""fideliza messaging …"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Personal messages: templates, triggers, sends.")
