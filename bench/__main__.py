@@ -10,6 +10,7 @@ BENCHMARKS = [
     ["-m", "bench.bench_ingest"],
     [str(Path(__file__).parent / "bench_clv.py")],
     [str(Path(__file__).parent / "bench_analytics.py")],
+    ["-m", "bench.bench_coupons"],
     ["-m", "bench.bench_api"],
 ]
 

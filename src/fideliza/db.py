@@ -103,9 +103,11 @@ class Money(TypeDecorator[Decimal]):
 _FOUR_PLACES = Decimal("0.0001")
 
 
-def money_to_sqlite(value: Decimal) -> int:
+def money_to_sqlite(value: Decimal | int) -> int:
     """Decimal money → SQLite's integer of 1/10,000ths (refusing sub-1/10,000 fractions)."""
-    scaled = value * Money.SCALE
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise TypeError(f"money must be a Decimal or an int, not {type(value).__name__}")
+    scaled = Decimal(value) * Money.SCALE
     if scaled != scaled.to_integral_value():
         raise ValueError(f"money with more than 4 decimals: {value}")
     return int(scaled)

@@ -17,12 +17,14 @@ from fideliza.apikeys import service as apikeys
 from fideliza.apikeys.domain import Scope, granted, new_key, parse_scopes, prefix_of
 from fideliza.apikeys.models import ApiKey
 from fideliza.core.clock import FixedClock
+from fideliza.core.codes import new_code
 from fideliza.core.errors import ValidationError
 from fideliza.db import unit_of_work
 from fideliza.programs import service as programs
 from fideliza.programs.models import AuditLog
 from tests.api.conftest import START
 from tests.api.world import World, assert_problem, basket, earn, enrol, unique
+from tests.integration.surveys.builders import nps_survey
 
 # --- keys ---------------------------------------------------------------------------------------
 
@@ -156,9 +158,17 @@ class Objects:
     hold_id: int
     key_id: int
     webhook_id: int
+    card: dict[str, Any]
+    spend_id: int
+    case_id: int
+    reward_id: int
+    redemption_id: int
+    campaign_id: int
+    coupon_code: str
 
 
 WEBHOOK = {"url": "https://93.184.216.34/hooks", "event_types": ["*"]}  # a public literal IP
+COUPONS = {"name": "Matrix", "discount": {"type": "fixed", "amount": "1.00"}}
 
 
 def objects_of(client: TestClient, world: World) -> Objects:
@@ -176,12 +186,52 @@ def objects_of(client: TestClient, world: World) -> Objects:
         "/v1/api-keys", json={"name": "spare", "scopes": ["read"]}, headers=world.auth()
     ).json()
     webhook = client.post("/v1/webhooks", json=WEBHOOK, headers=world.auth()).json()
+    card = client.post("/v1/gift-cards", json={"amount": "20.00"}, headers=world.auth()).json()
+    spent = client.post(
+        "/v1/gift-cards/spends",
+        json={"code": card["code"], "amount": "5.00", "reference": unique("S")},
+        headers=world.auth("pos"),
+    ).json()
+    case = client.post(
+        "/v1/cases",
+        json={
+            "member_id": member["id"],
+            "category": "service",
+            "channel": "phone",
+            "severity": "low",
+            "subject": "matrix",
+        },
+        headers=world.auth("pos"),
+    ).json()
+    reward = client.post(
+        "/v1/rewards",
+        json={"code": unique("rw"), "name": "Mug", "kind": "gift", "points_cost": 1},
+        headers=world.auth(),
+    ).json()
+    redemption = client.post(
+        f"/v1/members/{member['id']}/reward-redemptions",
+        json={"reward_id": reward["id"], "reference": unique("RR")},
+        headers=world.auth("pos"),
+    ).json()
+    campaign = client.post(
+        "/v1/coupon-campaigns", json={**COUPONS, "code": unique("m").lower()}, headers=world.auth()
+    ).json()
+    (coupon_code,) = client.post(
+        f"/v1/coupon-campaigns/{campaign['id']}/codes", json={"count": 1}, headers=world.auth()
+    ).json()["codes"]
     return Objects(
         member=member,
         purchase=purchase,
         hold_id=hold["id"],
         key_id=key["id"],
         webhook_id=webhook["id"],
+        card=card,
+        spend_id=spent["transaction_id"],
+        case_id=case["id"],
+        reward_id=reward["id"],
+        redemption_id=redemption["id"],
+        campaign_id=campaign["id"],
+        coupon_code=coupon_code,
     )
 
 
@@ -206,6 +256,119 @@ ROUTES: list[tuple[str, str, str, Body]] = [
     ("GET", "/v1/me/balance", "member", None),
     ("GET", "/v1/me/history", "member", None),
     ("GET", "/v1/me/tier", "member", None),
+    ("GET", "/v1/surveys", "read", None),
+    ("POST", "/v1/surveys", "admin", lambda o: nps_survey(unique("s"))),
+    ("GET", "/v1/surveys/scores", "read", None),
+    ("GET", "/v1/members/{member}/survey-invitations", "read", None),
+    # A survey link's routes: no API key is needed or looked at (the signed token is the key).
+    ("GET", "/v1/survey-answers/{token}", "link", None),
+    ("POST", "/v1/survey-answers/{token}", "link", lambda o: {"answers": {"x": 1}}),
+    ("GET", "/v1/members/{member}/referral-code", "read", None),
+    ("GET", "/v1/members/{member}/referrals", "read", None),
+    (
+        "POST",
+        "/v1/referrals/enrolments",
+        "pos",
+        lambda o: {"external_id": unique("C"), "referral_code": "ABCD-EFGH"},
+    ),
+    ("GET", "/v1/referrals/config", "admin", None),
+    ("PUT", "/v1/referrals/config", "admin", lambda o: {"referrer_points": 10}),
+    ("GET", "/v1/lifecycle/config", "admin", None),
+    ("PUT", "/v1/lifecycle/config", "admin", lambda o: {"welcome_points": 10}),
+    ("POST", "/v1/gift-cards", "admin", lambda o: {"amount": "5.00"}),
+    ("POST", "/v1/gift-cards/lookup", "pos", lambda o: {"code": o.card["code"]}),
+    (
+        "POST",
+        "/v1/gift-cards/top-ups",
+        "pos",
+        lambda o: {"code": o.card["code"], "amount": "1.00", "reference": unique("U")},
+    ),
+    (
+        "POST",
+        "/v1/gift-cards/spends",
+        "pos",
+        lambda o: {"code": o.card["code"], "amount": "1.00", "reference": unique("S")},
+    ),
+    ("POST", "/v1/gift-cards/{card}/status", "admin", lambda o: {"status": "frozen"}),
+    (
+        "POST",
+        "/v1/spends/{spend}/refunds",
+        "pos",
+        lambda o: {"amount": "0.50", "reference": unique("R")},
+    ),
+    (
+        "POST",
+        "/v1/members/{member}/wallet/spends",
+        "pos",
+        lambda o: {"amount": "1.00", "reference": unique("W")},
+    ),
+    ("GET", "/v1/members/{member}/wallets", "read", None),
+    ("GET", "/v1/members/{member}/wallets/history", "read", None),
+    (
+        "POST",
+        "/v1/cases",
+        "pos",
+        lambda o: {
+            "member_id": o.member["id"],
+            "category": "service",
+            "channel": "phone",
+            "severity": "low",
+            "subject": "m",
+        },
+    ),
+    ("GET", "/v1/cases", "read", None),
+    ("GET", "/v1/cases/sla", "read", None),
+    (
+        "PUT",
+        "/v1/cases/sla",
+        "admin",
+        lambda o: {"severity": "low", "first_response_minutes": 60, "resolution_minutes": 120},
+    ),
+    ("GET", "/v1/cases/{case}", "read", None),
+    ("GET", "/v1/cases/{case}/history", "read", None),
+    ("POST", "/v1/cases/{case}/assign", "pos", lambda o: {"assignee": "ana"}),
+    ("POST", "/v1/cases/{case}/transitions", "pos", lambda o: {"state": "in_progress"}),
+    ("POST", "/v1/cases/{case}/resolve", "pos", lambda o: {"resolution": "done"}),
+    ("POST", "/v1/cases/{case}/reopen", "pos", lambda o: {"reason": "again"}),
+    ("POST", "/v1/cases/{case}/notes", "pos", lambda o: {"note": "n"}),
+    ("GET", "/v1/members/{member}/cases", "read", None),
+    ("GET", "/v1/members/{member}/timeline", "read", None),
+    ("POST", "/v1/me/cases", "member", lambda o: {"category": "product", "subject": "x"}),
+    ("GET", "/v1/me/cases", "member", None),
+    ("GET", "/v1/rewards", "read", None),
+    (
+        "POST",
+        "/v1/rewards",
+        "admin",
+        lambda o: {"code": unique("rw"), "name": "Mug", "kind": "gift", "points_cost": 1},
+    ),
+    ("GET", "/v1/rewards/{reward}", "read", None),
+    ("PATCH", "/v1/rewards/{reward}", "admin", lambda o: {"name": "Mug"}),
+    ("GET", "/v1/members/{member}/rewards", "read", None),
+    (
+        "POST",
+        "/v1/members/{member}/reward-redemptions",
+        "pos",
+        lambda o: {"reward_id": o.reward_id, "reference": unique("RR")},
+    ),
+    ("GET", "/v1/reward-redemptions/{redemption}", "read", None),
+    ("POST", "/v1/reward-redemptions/{redemption}/capture", "pos", None),
+    ("POST", "/v1/reward-redemptions/{redemption}/release", "pos", None),
+    ("GET", "/v1/coupon-campaigns", "read", None),
+    ("POST", "/v1/coupon-campaigns", "admin", lambda o: {**COUPONS, "code": unique("c").lower()}),
+    ("GET", "/v1/coupon-campaigns/{campaign}", "read", None),
+    ("PATCH", "/v1/coupon-campaigns/{campaign}", "admin", lambda o: {"active": True}),
+    ("POST", "/v1/coupon-campaigns/{campaign}/codes", "admin", lambda o: {"count": 1}),
+    ("POST", "/v1/coupon-campaigns/{campaign}/issue", "admin", lambda o: {"member_id": None}),
+    ("POST", "/v1/coupons/validate", "read", lambda o: {"code": o.coupon_code, "amount": "5"}),
+    (
+        "POST",
+        "/v1/coupons/redeem",
+        "pos",
+        lambda o: {"code": o.coupon_code, "amount": "5", "purchase_id": unique("T")},
+    ),
+    ("POST", "/v1/coupons/lookup", "admin", lambda o: {"code": o.coupon_code}),
+    ("POST", "/v1/coupons/void", "admin", lambda o: {"code": o.coupon_code}),
     ("POST", "/v1/purchases", "pos", lambda o: basket(o.member, START, "3.00", items=[])),
     ("GET", "/v1/purchases/{purchase}", "read", None),
     (
@@ -270,7 +433,18 @@ def _path(template: str, objects: Objects) -> str:
         hold=objects.hold_id,
         key=objects.key_id,
         webhook=objects.webhook_id,
+        token="fzs1.1.1.forged",
+        card=objects.card["id"],
+        spend=objects.spend_id,
+        case=objects.case_id,
+        reward=objects.reward_id,
+        redemption=objects.redemption_id,
+        campaign=objects.campaign_id,
     )
+
+
+PLACEHOLDERS = "member|purchase|hold|key|webhook|token|card|spend|case|reward|redemption|campaign"
+PLACEHOLDER = rf"\{{({PLACEHOLDERS})\}}"
 
 
 def test_the_matrix_covers_every_route(client: TestClient) -> None:
@@ -281,10 +455,7 @@ def test_the_matrix_covers_every_route(client: TestClient) -> None:
         if path.startswith("/v1")
         for method in operations
     }
-    listed = {
-        (method, re.sub(r"\{(member|purchase|hold|key|webhook)\}", _param, path))
-        for method, path, _, _ in ROUTES
-    }
+    listed = {(method, re.sub(PLACEHOLDER, _param, path)) for method, path, _, _ in ROUTES}
     assert served == listed
 
 
@@ -295,6 +466,13 @@ def _param(match: re.Match[str]) -> str:
         "hold": "{hold_id}",
         "key": "{key_id}",
         "webhook": "{webhook_id}",
+        "token": "{token}",
+        "card": "{card_id}",
+        "spend": "{spend_id}",
+        "case": "{case_id}",
+        "reward": "{reward_id}",
+        "redemption": "{redemption_id}",
+        "campaign": "{campaign_id}",
     }[match.group(1)]
 
 
@@ -310,6 +488,10 @@ def test_each_scope_on_each_route(client: TestClient, world: World) -> None:
                 json=body(objects) if body else None,
                 headers=world.auth(scope),
             )
+            if needed == "link":
+                if response.status_code != 404 or response.json()["code"] != "invalid_link":
+                    failures.append(f"{scope} {method} {template}: {response.status_code}, not 404")
+                continue
             if needed == "member":
                 if response.status_code != 401:
                     failures.append(f"{scope} {method} {template}: {response.status_code}, not 401")
@@ -351,9 +533,18 @@ def test_another_program_s_objects_are_as_absent_ones(
         hold_id=2**62,
         key_id=2**62,
         webhook_id=2**62,
+        card={"id": 2**62, "code": "2222-2222-2222-2222"},
+        spend_id=2**62,
+        case_id=2**62,
+        reward_id=2**62,
+        redemption_id=2**62,
+        campaign_id=2**62,
+        coupon_code=new_code(),
     )
     failures, compared = [], 0
-    for method, template, _, body in ROUTES:
+    for method, template, needed, body in ROUTES:
+        if needed == "link":
+            continue
         needs_object = "{" in template or template in (
             "/v1/members/lookup",
             "/v1/purchases",
@@ -375,12 +566,13 @@ def test_another_program_s_objects_are_as_absent_ones(
         if not _same_problem(*responses):
             failures.append(f"{method} {template}: {[r.text for r in responses]}")
     assert not failures, "\n".join(failures)
-    assert compared == 20
+    assert compared == 48
     # And nothing of theirs moved.
     balance = client.get(
         f"/v1/members/{theirs.member['id']}/balance", headers=other.auth("read")
     ).json()
-    assert (balance["available"], balance["held"]) == (499, 1)
+    # 500 earned; 1 held by a points hold and 1 by a reward redemption.
+    assert (balance["available"], balance["held"]) == (498, 2)
     assert client.get(f"/v1/holds/{theirs.hold_id}", headers=other.auth()).json()["status"] == (
         "held"
     )
@@ -403,7 +595,11 @@ def test_a_member_token_opens_the_me_routes_only(client: TestClient, world: Worl
             json=body(objects) if body else None,
             headers=headers,
         )
-        expected = 200 if needed == "member" else 401
-        if response.status_code != expected:
-            failures.append(f"{method} {template}: {response.status_code}, not {expected}")
+        if needed == "link":
+            continue
+        if needed == "member":
+            if not 200 <= response.status_code < 300:
+                failures.append(f"{method} {template}: {response.status_code}, not 2xx")
+        elif response.status_code != 401:
+            failures.append(f"{method} {template}: {response.status_code}, not 401")
     assert not failures, "\n".join(failures)

@@ -354,3 +354,11 @@ def test_purchase_metrics_and_earn_helper_agree(client: TestClient, world: World
     route = {"method": "POST", "route": "/v1/purchases", "status": "2xx"}
     assert delta(before, after, "fideliza_http_requests_total", **route) == 1
     assert delta(before, after, "fideliza_ledger_transactions_total", kind="earn") == 1
+
+
+def test_the_access_log_never_writes_a_link_s_credential() -> None:
+    from fideliza.api.telemetry import loggable_path
+
+    assert loggable_path("/v1/survey-answers/fzs1.12.99.c2lnbg") == "/v1/survey-answers/[redacted]"
+    assert loggable_path("/v1/unsubscribe/abc.def") == "/v1/unsubscribe/[redacted]"
+    assert loggable_path("/v1/members/12/balance") == "/v1/members/12/balance"

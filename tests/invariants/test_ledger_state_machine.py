@@ -72,6 +72,8 @@ class ModelLot:
     available_at: datetime
     expires_at: datetime
     db_id: int | None = None  # learnt from the database after the step that created it
+    # Points the expiry job took from this lot that no return has given back yet.
+    expired: int = 0
 
 
 @dataclass(eq=False)
@@ -526,6 +528,11 @@ class LedgerMachine(RuleBasedStateMachine):
                 from_pending += take
             else:
                 from_available += take
+        # Expired points already left the member: the program's expired account gives them back.
+        from_expired = min(still, own.expired)
+        own.expired -= from_expired
+        self.expired -= from_expired
+        still -= from_expired
         # A reversal may also take points whose lot is past its expiry (not yet expired by the job).
         others = [
             lot
@@ -561,6 +568,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 if lot.state == LotState.AVAILABLE and lot.expires_at <= self.clock:
                     expected += lot.remaining
                     member.available -= lot.remaining
+                    lot.expired += lot.remaining
                     lot.remaining = 0
                     lot.state = LotState.EXPIRED
         assert expired == expected

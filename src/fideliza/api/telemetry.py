@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -116,7 +117,17 @@ class Telemetry:
             context,
             method=method,
             route=route,
-            path=scope["path"],
+            path=loggable_path(str(scope["path"])),
             status=status,
             duration_ms=round(took * 1000, 3),
         )
+
+
+# Paths whose last segment is a credential (a signed survey or unsubscribe link): whoever reads
+# the logs must not be able to use it.
+_SECRET_SEGMENT = re.compile(r"^(/v1/(?:survey-answers|unsubscribe)/)[^/?]+")
+
+
+def loggable_path(path: str) -> str:
+    """The path as the access log writes it: credentials in the path are redacted."""
+    return _SECRET_SEGMENT.sub(r"\1[redacted]", path)

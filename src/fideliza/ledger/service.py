@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from fideliza.core.errors import InvalidState, NotFound, ValidationError
+from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
 from fideliza.ledger.domain import (
     MEMBER_ACCOUNT_KINDS,
     SYSTEM_ACCOUNT_KINDS,
@@ -651,6 +651,15 @@ def adjust(
         raise ValidationError("must not be zero", field="points")
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
     available_id, available_before = accounts[AccountKind.AVAILABLE]
+    if idempotency_key is not None:  # checked under the member's lock: a retry replays
+        done = _keyed_adjustment(db, program_id, idempotency_key)
+        if done is not None:
+            if done != (member_id, points):
+                raise IdempotencyError(
+                    "was already used for another adjustment", field="idempotency_key"
+                )
+            return _keyed_transaction_id(db, program_id, idempotency_key)
+    _refuse_closed(db, member_id)
     issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
     plan = plan_burn(_open_lots(db, member_id=member_id, now=now), -points) if points < 0 else []
     transaction_id = post(
@@ -691,6 +700,43 @@ def adjust(
     else:
         _allocate(db, transaction_id=transaction_id, takes=plan, kind=AllocationKind.ADJUST)
     return transaction_id
+
+
+def _keyed_transaction_id(db: Session, program_id: int, key: str) -> int:
+    return int(
+        db.execute(
+            select(LedgerTransaction.id).where(
+                LedgerTransaction.program_id == program_id,
+                LedgerTransaction.idempotency_key == key,
+            )
+        ).scalar_one()
+    )
+
+
+def _keyed_adjustment(db: Session, program_id: int, key: str) -> tuple[int | None, int] | None:
+    """(member, points) of the adjustment already made under `key`, or None."""
+    row = db.execute(
+        select(LedgerTransaction.member_id, func.sum(Entry.amount))
+        .join(Entry, Entry.transaction_id == LedgerTransaction.id)
+        .join(Account, Account.id == Entry.account_id)
+        .where(
+            LedgerTransaction.program_id == program_id,
+            LedgerTransaction.idempotency_key == key,
+            Account.member_id.is_not(None),
+        )
+        .group_by(LedgerTransaction.member_id)
+    ).first()
+    if row is None:
+        return None
+    return row[0], int(row[1])
+
+
+def _refuse_closed(db: Session, member_id: int) -> None:
+    """A closed member's account is final: nothing is credited or debited to it any more."""
+    from fideliza.members.models import Member
+
+    if db.scalar(select(Member.status).where(Member.id == member_id)) == "closed":
+        raise InvalidState(f"member {member_id} is closed", field="member_id")
 
 
 def transfer(
@@ -796,6 +842,10 @@ def reverse_earning(
         take = min(own.remaining, still)
         (takes_pending if own.state == LotState.PENDING else takes_available).append((own.id, take))
         still -= take
+    # Points of the lot that expired already left the member: their share of a return comes
+    # back from the program's expired account, never again from the member.
+    from_expired = min(still, _expired_not_reversed(db, own.id, earn_transaction_id)) if own else 0
+    still -= from_expired
     if still:
         others = [
             lot
@@ -809,11 +859,15 @@ def reverse_earning(
     from_pending = sum(t for _, t in takes_pending)
     from_available = sum(t for _, t in takes_available)
     overdraft = still if settings.allow_negative_on_return else 0
-    total = from_pending + from_available + overdraft
+    total = from_pending + from_available + overdraft + from_expired
     if total == 0:
         return None
-    issuance = system_account_ids(db, program_id=program_id)[AccountKind.ISSUANCE]
+    system = system_account_ids(db, program_id=program_id)
+    issuance = system[AccountKind.ISSUANCE]
     lines: list[Line] = []
+    if from_expired:
+        detail = f"{reason}; {from_expired} of these points had expired: taken from expired"
+        lines.append(Line(system[AccountKind.EXPIRED], -from_expired, detail=detail))
     if from_pending:
         lines.append(Line(accounts[AccountKind.PENDING][0], -from_pending, detail=reason))
     if from_available + overdraft:
@@ -847,6 +901,25 @@ def reverse_earning(
         kind=AllocationKind.REVERSE,
     )
     return transaction_id
+
+
+def _expired_not_reversed(db: Session, lot_id: int, earn_transaction_id: int) -> int:
+    """Points of a lot the expiry job took that earlier returns have not yet given back."""
+    expired = db.scalar(
+        select(func.coalesce(func.sum(Allocation.amount), 0)).where(
+            Allocation.lot_id == lot_id, Allocation.kind == AllocationKind.EXPIRE.value
+        )
+    )
+    reversed_ = db.scalar(
+        select(func.coalesce(func.sum(Entry.amount), 0))
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .join(Account, Account.id == Entry.account_id)
+        .where(
+            LedgerTransaction.reverses_id == earn_transaction_id,
+            Account.kind == AccountKind.EXPIRED.value,
+        )
+    )
+    return int(expired or 0) + int(reversed_ or 0)  # reversals are negative on that account
 
 
 def unlock_due(db: Session, *, program_id: int, now: datetime, limit: int | None = None) -> int:

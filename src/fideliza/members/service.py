@@ -53,6 +53,12 @@ def enrol(
     different profile it is refused, so a retry can never overwrite someone else's data.
     """
     payload = validate(MemberCreate, data)
+    if payload.referral_code is not None:
+        # Linking a referral has rules of its own (anti-abuse, caps): never drop a code silently.
+        raise ValidationError(
+            "enrol through fideliza.referrals.service.enrol_with_referral to use a referral code",
+            field="referral_code",
+        )
     profile = payload.model_dump(include=set(_PROFILE_FIELDS), exclude_none=True)
     existing = db.scalar(
         select(Member).where(

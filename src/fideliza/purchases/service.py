@@ -17,6 +17,7 @@ from fideliza.core.clock import parse_timestamp
 from fideliza.core.errors import IdempotencyError, NotFound, ValidationError
 from fideliza.core.hashing import content_hash
 from fideliza.core.money import to_money
+from fideliza.coupons import service as coupons
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import return_reversal
 from fideliza.members.models import Member
@@ -51,6 +52,16 @@ def record_purchase(
                 "purchase": purchase.external_id,
                 "pending": outcome.pending,
             },
+            now=now,
+        )
+    if not outcome.replayed:
+        # Next-order coupons: issued once per purchase and campaign (a replay finds them).
+        coupons.issue_for_purchase(
+            db,
+            program_id=program.id,
+            purchase_id=outcome.purchase_id,
+            member_id=outcome.member_id,
+            amount=purchase.amount,
             now=now,
         )
     return outcome
@@ -190,6 +201,8 @@ def record_return(
         ],
     )
     db.flush()
+    # Coupons used on the purchase come back as their campaigns' return policies say.
+    coupons.restore_for_return(db, program_id=program.id, purchase_id=purchase.id, now=now)
     return ReturnOutcome(row.id, external_id, value, points, transaction_id)
 
 

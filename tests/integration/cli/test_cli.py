@@ -343,9 +343,15 @@ def test_jobs_run_twice_does_nothing_the_second_time(sqlite_db: Target, tmp_path
     nothing = {
         "program": "cafe",
         "lots_unlocked": 0,
+        "redemptions_expired": 0,
         "holds_released": 0,
         "points_expired": 0,
         "tier_changes": None,  # this period's review is done: nothing was due
+        "gift_cards_expired": 0,
+        "referrals_rewarded": 0,
+        "lifecycle_bonuses": {"welcome": 0, "birthday": 0, "anniversary": 0, "appreciation": 0},
+        "survey_invitations": 0,
+        "case_breaches": 0,
         "idempotency_keys_purged": 0,
     }
     # 2 April: the return window of every purchase (1–6 March) has closed; March's tiers are

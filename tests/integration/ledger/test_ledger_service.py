@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fideliza.core.errors import InsufficientPoints, InvalidState, ValidationError
+from fideliza.core.errors import IdempotencyError, InsufficientPoints, InvalidState, ValidationError
 from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
 from fideliza.ledger.models import Entry, LedgerTransaction
@@ -226,3 +226,97 @@ def test_reversal_after_spending_goes_negative_and_new_points_pay_it_back(
     db.commit()
     assert ledger.balance(db, member_id=member.id).available == 30
     assert check_ledger(db, program_id=program.id) == []
+
+
+def test_a_return_after_expiry_takes_back_only_what_the_member_still_had(
+    db: Session, now: datetime
+) -> None:
+    """Expired points already left the member: a return gives them back to the program's
+    expired account instead of taking them from the member a second time."""
+    program = make_program(db, now=now, settings={"expiry": {"mode": "days", "days": 30}})
+    member = make_member(db, program=program, now=now)
+    earned = _earn(db, program, member, 100, now)
+    assert earned is not None
+    _earn(db, program, member, 50, now + timedelta(days=20))  # still valid at the return
+    ledger.redeem(db, program_id=program.id, member_id=member.id, points=30, now=now, reason="x")
+    assert ledger.expire_due(db, program_id=program.id, now=now + timedelta(days=30)) == 70
+    later = now + timedelta(days=31)
+
+    def give_back(points: int, ref: str) -> int | None:
+        return ledger.reverse_earning(
+            db,
+            program_id=program.id,
+            settings=settings_of(program),
+            member_id=member.id,
+            earn_transaction_id=earned.transaction_id,
+            points=points,
+            occurred_at=later,
+            now=later,
+            reason=f"return {ref}",
+            source_type="return",
+            source_ref=ref,
+        )
+
+    # Two partial returns of 40 + 40: the first 70 were expired points, the last 10 were spent.
+    first = give_back(40, "r1")
+    assert ledger.balance(db, member_id=member.id).available == 50
+    give_back(40, "r2")
+    assert ledger.balance(db, member_id=member.id).available == 40
+    details = db.scalars(select(Entry.detail).where(Entry.transaction_id == first)).all()
+    assert any("had expired" in (d or "") for d in details)
+    # The last 20 were spent: they come out of the other lot.
+    give_back(20, "r3")
+    db.commit()
+    assert ledger.balance(db, member_id=member.id).available == 20
+    assert check_ledger(db, program_id=program.id) == []
+
+
+def test_a_keyed_adjustment_replays_and_refuses_other_content(db: Session, now: datetime) -> None:
+    program = make_program(db, now=now)
+    member = make_member(db, program=program, now=now)
+
+    def adjust(points: int, member_id: int = member.id) -> int:
+        return ledger.adjust(
+            db,
+            program_id=program.id,
+            settings=settings_of(program),
+            timezone_name=program.timezone,
+            member_id=member_id,
+            points=points,
+            issuer="ops",
+            reason="goodwill",
+            now=now,
+            idempotency_key="case:7:goodwill",
+        )
+
+    first = adjust(25)
+    assert adjust(25) == first  # a retry: the first transaction, nothing more
+    assert ledger.balance(db, member_id=member.id).available == 25
+    with pytest.raises(IdempotencyError) as refused:
+        adjust(30)
+    assert refused.value.field == "idempotency_key"
+    other = make_member(db, program=program, now=now)
+    with pytest.raises(IdempotencyError):
+        adjust(25, member_id=other.id)
+    db.commit()
+    assert check_ledger(db, program_id=program.id) == []
+
+
+def test_a_closed_member_gets_no_adjustment(db: Session, now: datetime) -> None:
+    from fideliza.members import service as members
+
+    program = make_program(db, now=now)
+    member = make_member(db, program=program, now=now)
+    members.change_status(db, program=program, member=member, status="closed", reason="x", now=now)
+    with pytest.raises(InvalidState):
+        ledger.adjust(
+            db,
+            program_id=program.id,
+            settings=settings_of(program),
+            timezone_name=program.timezone,
+            member_id=member.id,
+            points=10,
+            issuer="ops",
+            reason="goodwill",
+            now=now,
+        )

@@ -143,9 +143,15 @@ def revoke_key(key_id: IdPath, call: Annotated[Write, Depends(ADMIN_WRITE)]) -> 
 class JobsRead(BaseModel):
     program: str
     lots_unlocked: int
+    redemptions_expired: int
     holds_released: int
     points_expired: int
     tier_changes: int | None
+    gift_cards_expired: int
+    referrals_rewarded: int
+    lifecycle_bonuses: dict[str, int]
+    survey_invitations: int
+    case_breaches: int
     idempotency_keys_purged: int
 
 

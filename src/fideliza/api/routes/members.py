@@ -26,6 +26,7 @@ from fideliza.members.domain import MemberStatus, qr_payload
 from fideliza.members.models import Card, Member
 from fideliza.members.schemas import MemberCreate, MemberUpdate
 from fideliza.programs.models import Program
+from fideliza.referrals import service as referrals
 from fideliza.tiers import service as tiers
 
 router = APIRouter(prefix="/v1", tags=["members"], responses=PROBLEM_RESPONSES)
@@ -154,11 +155,17 @@ def _read(program: Program, member: Member, card: Card | None) -> MemberRead:
     responses={200: {"model": MemberRead, "description": "Already enrolled with this profile"}},
 )
 def enrol(body: MemberCreate, call: Annotated[Write, Depends(WRITE)]) -> Response:
-    """Enrols a member (idempotent by `external_id`: 201 the first time, then 200)."""
+    """Enrols a member (idempotent by `external_id`: 201 the first time, then 200); with a
+    `referral_code`, linked to the member who referred them."""
 
     def work(db: Session) -> Response:
         program = call.program(db)
-        member, created = members.enrol(db, program=program, data=body, now=call.now)
+        if body.referral_code is None:
+            member, created = members.enrol(db, program=program, data=body, now=call.now)
+        else:  # the same as POST /v1/referrals/enrolments
+            member, _, created = referrals.enrol_with_referral(
+                db, program=program, data=body, now=call.now
+            )
         read = member_read(db, program=program, member=member)
         return json_response(read, status=201 if created else 200)
 

@@ -17,7 +17,7 @@ from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.validation import IdPath, Points, Reason, SignedPoints
 from fideliza.apikeys.domain import Scope
-from fideliza.core.errors import IdempotencyError, NotFound, ValidationError
+from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
 from fideliza.ledger import service as ledger
 from fideliza.ledger.models import Hold
 from fideliza.members import service as members
@@ -33,10 +33,27 @@ ADMIN = writer(Scope.ADMIN)
 REDEMPTION = "redemption:"
 
 
+# A reward's hold is settled with its redemption (stock and budget go with the points).
+REWARD = "reward:"
+
+
 def _client_reference(value: str) -> str:
-    if value.startswith(REDEMPTION):
-        raise ValueError(f"must not start with {REDEMPTION!r} (reserved)")
+    for reserved in (REDEMPTION, REWARD):
+        if value.startswith(reserved):
+            raise ValueError(f"must not start with {reserved!r} (reserved)")
     return value
+
+
+def _not_a_reward_hold(db: Session, *, program_id: int, hold_id: int) -> None:
+    reference = db.scalar(
+        select(Hold.reference).where(Hold.id == hold_id, Hold.program_id == program_id)
+    )
+    if reference is not None and reference.startswith(REWARD):
+        raise InvalidState(
+            f"hold {hold_id} belongs to a reward redemption: settle it through "
+            "/v1/reward-redemptions/{id}",
+            field="hold_id",
+        )
 
 
 class HoldIn(BaseModel):
@@ -178,6 +195,7 @@ def capture_hold(hold_id: IdPath, call: Annotated[Write, Depends(WRITE)]) -> Res
     """Turns a hold into a redemption (held → redeemed); a second capture is refused (409)."""
 
     def work(db: Session) -> Response:
+        _not_a_reward_hold(db, program_id=call.program_id, hold_id=hold_id)
         found = ledger.capture(db, program_id=call.program_id, hold_id=hold_id, now=call.now)
         return json_response(hold_read(found))
 
@@ -189,6 +207,7 @@ def release_hold(hold_id: IdPath, call: Annotated[Write, Depends(WRITE)]) -> Res
     """Gives held points back (held → available); a second release is refused (409)."""
 
     def work(db: Session) -> Response:
+        _not_a_reward_hold(db, program_id=call.program_id, hold_id=hold_id)
         found = ledger.release(db, program_id=call.program_id, hold_id=hold_id, now=call.now)
         return json_response(hold_read(found))
 

@@ -1,0 +1,1 @@
+"""Complaints (cases) from open to resolution, with SLA, gestures and follow-up."""

@@ -1,0 +1,1 @@
+"""Coupon campaigns, unguessable codes, validation and redemption against a basket."""

@@ -1,0 +1,1 @@
+"""Gift cards and e-wallets: money balances on a double-entry ledger of their own."""

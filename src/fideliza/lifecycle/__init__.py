@@ -1,0 +1,1 @@
+"""Lifecycle bonuses: welcome, birthday, membership anniversary, customer appreciation days."""

@@ -1,0 +1,1 @@
+"""Referrals: member codes, links between referrer and referred, rewards once qualified."""

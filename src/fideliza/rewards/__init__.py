@@ -1,0 +1,1 @@
+"""Rewards catalog and two-phase redemptions (hold points and stock → capture | release)."""

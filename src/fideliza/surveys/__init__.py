@@ -1,0 +1,1 @@
+"""Surveys: NPS, CSAT and custom questions; invitations with single-use links; scores."""

@@ -1,0 +1,1 @@
+"""The member timeline: everything that happened to a member, newest first."""
