@@ -81,7 +81,8 @@ def record_event(
     compiled = rules.compiled_rules(db, program_id=program.id)
     capped = rules.capped_rule_ids(compiled)
     keys = rules.UsageKeys.at(when, context.timezone)
-    rules.lock_budgets(db, rules=compiled)
+    rules.lock_budgets(db, rules=compiled, keys=[keys])
+    budgets = rules.budget_periods(compiled)
     counters = rules.load_usage(db, rule_ids=capped, wanted=[(member.id, keys)])
     ladder = tiers.ladder(db, program=program)
     postings = evaluate(
@@ -95,12 +96,19 @@ def record_event(
         ),
         context,
         compiled,
-        rules.usage_view(counters, rule_ids=capped, member_id=member.id, periods=keys),
+        rules.usage_view(
+            counters, rule_ids=capped, member_id=member.id, periods=keys, budgets=budgets
+        ),
     )
     rules.save_usage(
         db,
         rules.count_usage(
-            counters, capped=set(capped), member_id=member.id, periods=keys, postings=postings
+            counters,
+            capped=set(capped),
+            member_id=member.id,
+            periods=keys,
+            postings=postings,
+            budgets=budgets,
         ),
     )
     earned = (

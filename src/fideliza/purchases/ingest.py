@@ -192,7 +192,8 @@ def ingest_purchases(
     keys = {
         position: rules.UsageKeys.at(purchases[position].occurred_at, timezone) for position in todo
     }
-    rules.lock_budgets(db, rules=compiled)
+    rules.lock_budgets(db, rules=compiled, keys=set(keys.values()))
+    budgets = rules.budget_periods(compiled)
     counters = rules.load_usage(
         db,
         rule_ids=sorted(capped),
@@ -235,7 +236,11 @@ def ingest_purchases(
             )
         usage = (
             rules.usage_view(
-                counters, rule_ids=capped_ids, member_id=member_id, periods=keys[position]
+                counters,
+                rule_ids=capped_ids,
+                member_id=member_id,
+                periods=keys[position],
+                budgets=budgets,
             )
             if capped
             else {}
@@ -248,6 +253,7 @@ def ingest_purchases(
                 member_id=member_id,
                 periods=keys[position],
                 postings=postings,
+                budgets=budgets,
             )
         points = sum(p.points for p in postings)
         pending = purchase.occurred_at + window > now

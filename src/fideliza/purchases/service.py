@@ -285,7 +285,13 @@ def dry_run(
         keys = rules.UsageKeys.at(purchase.occurred_at, context.timezone)
         capped = rules.capped_rule_ids(compiled)
         counters = rules.load_usage(db, rule_ids=capped, wanted=[(member.id, keys)])
-        usage = rules.usage_view(counters, rule_ids=capped, member_id=member.id, periods=keys)
+        usage = rules.usage_view(
+            counters,
+            rule_ids=capped,
+            member_id=member.id,
+            periods=keys,
+            budgets=rules.budget_periods(compiled),
+        )
     activity = Activity(
         kind="purchase",
         occurred_at=purchase.occurred_at,

@@ -389,7 +389,8 @@ class Caps(_Model):
     """Upper bounds on what this rule gives (in points); each is optional.
 
     `per_transaction` bounds one activity, `per_day`/`per_month` one member in a local day or
-    month, `per_member` one member ever, `budget` all members together (a campaign budget).
+    month, `per_member` one member ever, `budget` all members together (a campaign budget),
+    ever or, with `budget_period`, per local day or month (it starts afresh each period).
     """
 
     per_transaction: CapPoints | None = None
@@ -397,6 +398,7 @@ class Caps(_Model):
     per_month: CapPoints | None = None
     per_member: CapPoints | None = None
     budget: CapPoints | None = None
+    budget_period: Literal["total", "day", "month"] = "total"
 
 
 class RuleDefinition(_Model):

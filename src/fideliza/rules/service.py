@@ -223,6 +223,24 @@ class UsageKeys:
         return cls(day=local.isoformat(), month=local.isoformat()[:7])
 
 
+def budget_periods(rules: Iterable[CompiledRule]) -> dict[int, str]:
+    """The period of each budgeted rule's budget ("total", "day" or "month")."""
+    return {
+        rule.rule_id: rule.definition.caps.budget_period
+        for rule in rules
+        if rule.definition.caps is not None and rule.definition.caps.budget is not None
+    }
+
+
+def _budget_key(period: str | None, keys: UsageKeys) -> str:
+    """The counter a budget of `period` uses for an activity on the day of `keys`."""
+    if period == "day":
+        return keys.day
+    if period == "month":
+        return keys.month
+    return TOTAL
+
+
 def capped_rule_ids(rules: Iterable[CompiledRule]) -> list[int]:
     """Rules whose caps need counters (others need no usage rows at all)."""
     return [rule.rule_id for rule in rules if rule.definition.caps is not None]
@@ -255,38 +273,44 @@ def load_usage(
     return found
 
 
-def lock_budgets(db: Session, *, rules: Iterable[CompiledRule]) -> None:
-    """Locks the counters of rules with a campaign budget until the transaction ends.
+def lock_budgets(
+    db: Session, *, rules: Iterable[CompiledRule], keys: Iterable[UsageKeys] = ()
+) -> None:
+    """Locks the budget counters the activities of `keys` touch until the transaction ends.
 
     Without it, two purchases committing at once could both see room left in a budget and
     together overspend it. Callers lock their members first, then budgets (always in this
-    order, by rule id), so lockers never deadlock. SQLite needs nothing: its writers already
-    run one at a time.
+    order, by rule and period), so lockers never deadlock. SQLite needs nothing: its writers
+    already run one at a time.
     """
-    budgeted = sorted(
-        r.rule_id for r in rules if r.definition.caps is not None and r.definition.caps.budget
-    )
-    if not budgeted or db.get_bind().dialect.name != "postgresql":
+    periods = budget_periods(rules)
+    if not periods or db.get_bind().dialect.name != "postgresql":
         return
+    every = list(keys)
+    counters = sorted(
+        {
+            (rule_id, _budget_key(period, k))
+            for rule_id, period in periods.items()
+            for k in every or [UsageKeys(day="", month="")]
+        }
+    )
     upsert_add(
         db,
         RuleUsageRow.__table__,
         keys=("rule_id", "member_id", "period"),
         add=("points",),
-        rows=[
-            {"rule_id": r, "member_id": EVERYONE, "period": TOTAL, "points": 0} for r in budgeted
-        ],
+        rows=[{"rule_id": r, "member_id": EVERYONE, "period": p, "points": 0} for r, p in counters],
     )
-    db.execute(
-        select(RuleUsageRow.rule_id)
-        .where(
-            RuleUsageRow.rule_id.in_(budgeted),
-            RuleUsageRow.member_id == EVERYONE,
-            RuleUsageRow.period == TOTAL,
-        )
-        .order_by(RuleUsageRow.rule_id)
-        .with_for_update()
-    ).all()
+    for rule_id, period in counters:  # in order: rule, then period
+        db.execute(
+            select(RuleUsageRow.rule_id)
+            .where(
+                RuleUsageRow.rule_id == rule_id,
+                RuleUsageRow.member_id == EVERYONE,
+                RuleUsageRow.period == period,
+            )
+            .with_for_update()
+        ).all()
 
 
 def usage_view(
@@ -295,14 +319,19 @@ def usage_view(
     rule_ids: Sequence[int],
     member_id: int,
     periods: UsageKeys,
+    budgets: Mapping[int, str] | None = None,
 ) -> dict[int, RuleUsage]:
-    """What each capped rule already gave, as the evaluator wants it."""
+    """What each capped rule already gave, as the evaluator wants it (`budgets`: each
+    budgeted rule's budget period, from `budget_periods`; total when absent)."""
+    budgets = budgets or {}
     return {
         rule_id: RuleUsage(
             member_day=counters.get((rule_id, member_id, periods.day), 0),
             member_month=counters.get((rule_id, member_id, periods.month), 0),
             member_total=counters.get((rule_id, member_id, TOTAL), 0),
-            budget_spent=counters.get((rule_id, EVERYONE, TOTAL), 0),
+            budget_spent=counters.get(
+                (rule_id, EVERYONE, _budget_key(budgets.get(rule_id), periods)), 0
+            ),
         )
         for rule_id in rule_ids
     }
@@ -315,9 +344,11 @@ def count_usage(
     member_id: int,
     periods: UsageKeys,
     postings: Iterable[Posting],
+    budgets: Mapping[int, str] | None = None,
 ) -> list[tuple[int, int, str, int]]:
     """Adds capped rules' postings to the in-memory counters; returns the rows to add."""
     added: list[tuple[int, int, str, int]] = []
+    budgets = budgets or {}
     for posting in postings:
         if posting.rule_id is None or posting.rule_id not in capped:
             continue
@@ -325,7 +356,7 @@ def count_usage(
             (posting.rule_id, member_id, periods.day),
             (posting.rule_id, member_id, periods.month),
             (posting.rule_id, member_id, TOTAL),
-            (posting.rule_id, EVERYONE, TOTAL),
+            (posting.rule_id, EVERYONE, _budget_key(budgets.get(posting.rule_id), periods)),
         ):
             counters[key] = counters.get(key, 0) + posting.points
             added.append((*key, posting.points))

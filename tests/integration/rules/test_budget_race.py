@@ -61,3 +61,38 @@ def test_concurrent_purchases_never_overspend_a_budget(
         == THREADS
     )
     assert check_ledger(db, program_id=program.id) == []
+
+
+def test_a_daily_budget_holds_under_a_race_and_starts_afresh_the_next_local_day(
+    session_factory: sessionmaker[Session], db: Session, now: datetime
+) -> None:
+    program = make_program(db, now=now, timezone="Europe/Madrid")
+    daily = {**BONUS_WITH_BUDGET, "caps": {"budget": 25, "budget_period": "day"}}
+    rules.create(db, program=program, definition=daily, now=now)
+    members = [make_member(db, program=program, now=now) for _ in range(THREADS)]
+    db.commit()
+    # 23:30 UTC on the 10th is already the 11th in Madrid: a day of its own.
+    days = [now, now.replace(hour=23, minute=30)]
+
+    def buy(session: Session, index: int, at: datetime) -> int:
+        found = session.get(Program, program.id)
+        assert found is not None
+        return purchases.record_purchase(
+            session,
+            program=found,
+            now=at,
+            data={
+                "external_id": f"day-{at.isoformat()}-{index}",
+                "member_id": members[index].external_id,
+                "occurred_at": at.isoformat(),
+                "amount": "5.00",
+                "currency": "EUR",
+            },
+        ).points
+
+    for at in days:
+        results = race(session_factory, THREADS, lambda s, i, at=at: buy(s, i, at))
+        assert kinds(results) == {"ok": THREADS}
+        points = sorted(r for r in results if isinstance(r, int))
+        assert sum(points) == 25 and points.count(10) == 2 and points.count(5) == 1
+    assert check_ledger(db, program_id=program.id) == []
