@@ -9,6 +9,7 @@ from fideliza.giftcards import models as _giftcards  # noqa: F401
 from fideliza.ledger import models as _ledger  # noqa: F401
 from fideliza.lifecycle import models as _lifecycle  # noqa: F401
 from fideliza.members import models as _members  # noqa: F401
+from fideliza.messaging import models as _messaging  # noqa: F401
 from fideliza.programs import models as _programs  # noqa: F401
 from fideliza.purchases import models as _purchases  # noqa: F401
 from fideliza.referrals import models as _referrals  # noqa: F401

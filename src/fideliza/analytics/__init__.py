@@ -11,16 +11,16 @@
                           cost_per_point=Decimal("0.01"))  # points liability net of breakage
 
 Each metric is an Ibis expression (`*_expr`) run on the backend that holds the data (DuckDB
-for files, frames and SQLite; PostgreSQL in place), returned as a pandas DataFrame or, with
-`output="polars"`, a polars one. The customer-base models (BG/NBD, Pareto/NBD, Gamma-Gamma,
-CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
+for files, frames and SQLite; PostgreSQL in place; PySpark with `open_spark`), returned as a
+pandas DataFrame or, with `output="polars"`, a polars one. The customer-base models (BG/NBD,
+Pareto/NBD, Gamma-Gamma, CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
 
 Program economics (part 7) are in `economics`: points liability, breakage per earning cohort
 and the ROI against a holdout group; reward cost and effort-vs-reward are not yet here.
 
-Not yet here (issue 4): PySpark: the
-expressions use only portable Ibis operations (epoch-second day counts, integer rank
-comparisons) but have no Spark source or Spark test yet.
+For data that outgrows one machine, `open_spark` runs the same expressions on PySpark (see
+`fideliza.analytics.spark`): files and frames are normalized as above and staged as Parquet;
+a directory or glob of Parquet already in the normalized shape is read by Spark directly.
 """
 
 from fideliza.analytics.behaviour import (
@@ -100,6 +100,7 @@ from fideliza.analytics.sources import (
     open_files,
     open_frames,
 )
+from fideliza.analytics.spark import open_spark, spark_session
 
 __all__ = [
     "DEFAULT_LOYALTY_RULE",
@@ -155,6 +156,7 @@ __all__ = [
     "open_database",
     "open_files",
     "open_frames",
+    "open_spark",
     "points_liability",
     "points_liability_expr",
     "purchase_frequency",
@@ -167,6 +169,7 @@ __all__ = [
     "rfm_segments_expr",
     "satisfied_defection",
     "satisfied_defection_expr",
+    "spark_session",
     "to_frame",
     "usage_groups",
     "usage_groups_expr",

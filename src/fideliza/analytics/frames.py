@@ -19,11 +19,12 @@ DataFrame: TypeAlias = pd.DataFrame | pl.DataFrame
 
 @contextmanager
 def quiet_ibis() -> Iterator[None]:
-    """Silences two deprecation warnings Ibis 12 raises on every query with DuckDB 2 and
-    pandas 3 (its own calls, nothing the caller can act on)."""
+    """Silences the deprecation warnings Ibis 12 and PySpark 4.0 raise on every query with
+    DuckDB 2 and pandas 3 (their own calls, nothing the caller can act on)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated")
         warnings.filterwarnings("ignore", message=r"The 'future.infer_string' option")
+        warnings.filterwarnings("ignore", message=r"The copy keyword is deprecated")
         yield
 
 

@@ -25,13 +25,15 @@ Files, DataFrames and a SQLite database are loaded into DuckDB (in memory, or in
 file for data larger than memory), so the metrics run on DuckDB; a PostgreSQL database is read
 where it is, and the metrics run on PostgreSQL through Ibis. DuckDB's SQLite extension cannot
 be installed offline and SQLite itself lacks the decimals and window functions the metrics
-use, hence the copy.
+use, hence the copy. `open_spark` (in `spark.py`) normalizes files and frames with the same
+DuckDB SQL, then hands them to PySpark as Parquet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -116,10 +118,16 @@ class AnalyticsData:
     backend: BaseBackend
     entries: ir.Table | None = None
     lots: ir.Table | None = None
+    # What close() does instead of disconnecting, when the backend is not the source's to end
+    # (a Spark source leaves the caller's session running and removes its staged files).
+    release: Callable[[], None] | None = dataclasses.field(default=None, repr=False)
 
     def close(self) -> None:
-        """Disconnects the backend (an in-memory DuckDB forgets the data)."""
-        self.backend.disconnect()
+        """Disconnects the backend (an in-memory DuckDB forgets the data), or runs `release`."""
+        if self.release is None:
+            self.backend.disconnect()
+        else:
+            self.release()
 
     def __enter__(self) -> AnalyticsData:
         return self

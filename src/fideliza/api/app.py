@@ -220,4 +220,6 @@ def create_app(
         me,
     ):
         app.include_router(module.router, dependencies=[Depends(checked_body)])
+    # One-click unsubscribe (RFC 8058) posts a form, not JSON: no JSON body check there.
+    app.include_router(messaging.public_router)
     return app

@@ -20,6 +20,8 @@ from fideliza.db import unit_of_work
 from fideliza.giftcards import service as giftcards
 from fideliza.ledger import service as ledger
 from fideliza.lifecycle import service as lifecycle
+from fideliza.messaging import service as messaging
+from fideliza.messaging.channels import ChannelSender, MessagingSettings
 from fideliza.programs import service as programs
 from fideliza.referrals import service as referrals
 from fideliza.rewards import service as rewards
@@ -27,12 +29,35 @@ from fideliza.surveys import service as surveys
 from fideliza.tiers import service as tiers
 
 # A step's result: a count, None (nothing was due at all), or counts by kind.
-Counted = int | None | dict[str, int]
+Counted = int | dict[str, int] | None
 Step = Callable[[Session, int, datetime], Counted]
 
 
 def _tier_review(db: Session, program_id: int, now: datetime) -> int | None:
     return tiers.review_closed_period(db, program=programs.get(db, program_id=program_id), now=now)
+
+
+def _queue_messages(db: Session, program_id: int, now: datetime) -> dict[str, int] | None:
+    """Personal messages due now, for programs that write to their members (None: not set up)."""
+    if not messaging.is_set_up(db, program_id=program_id):
+        return None
+    return messaging.evaluate_triggers(db, program_id=program_id, now=now)
+
+
+def _send_messages(factory: sessionmaker[Session], program_id: int, now: datetime) -> int | None:
+    """Sends the queued messages; None without FIDELIZA_SECRET_KEY (unsubscribe links need it:
+    the messages wait in the outbox)."""
+    settings = MessagingSettings()
+    if settings.secret_key is None:
+        return None
+    sender = ChannelSender(settings)
+    try:
+        report = messaging.dispatch_due(
+            factory, now=now, sender=sender, settings=settings, program_id=program_id
+        )
+    finally:
+        sender.close()
+    return report.sent
 
 
 # In this order, each in its own transaction. Unlocking comes before expiry (a lot that became
@@ -51,6 +76,7 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("lifecycle_bonuses", lambda db, p, now: lifecycle.run_due(db, program_id=p, now=now)),
     ("survey_invitations", lambda db, p, now: surveys.invite_due(db, program_id=p, now=now)),
     ("case_breaches", lambda db, p, now: cases.flag_breaches(db, program_id=p, now=now)),
+    ("messages_queued", _queue_messages),
     (
         "idempotency_keys_purged",
         lambda db, p, now: apikeys.purge_expired(db, now=now, program_id=p),
@@ -77,4 +103,5 @@ def run_jobs(factory: sessionmaker[Session], *, program_code: str, now: datetime
     for name, step in STEPS:
         with unit_of_work(factory) as db:
             counts[name] = step(db, program_id, now)
+    counts["messages_sent"] = _send_messages(factory, program_id, now)
     return JobReport(program=program_code, counts=counts)

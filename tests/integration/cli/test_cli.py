@@ -352,7 +352,9 @@ def test_jobs_run_twice_does_nothing_the_second_time(sqlite_db: Target, tmp_path
         "lifecycle_bonuses": {"welcome": 0, "birthday": 0, "anniversary": 0, "appreciation": 0},
         "survey_invitations": 0,
         "case_breaches": 0,
+        "messages_queued": None,  # the program writes no messages (no template)
         "idempotency_keys_purged": 0,
+        "messages_sent": None,  # no FIDELIZA_SECRET_KEY: nothing is sent
     }
     # 2 April: the return window of every purchase (1–6 March) has closed; March's tiers are
     # reviewed and kept (M3 reached SILVER with 30 points in March).

@@ -152,7 +152,9 @@ class JobsRead(BaseModel):
     lifecycle_bonuses: dict[str, int]
     survey_invitations: int
     case_breaches: int
+    messages_queued: dict[str, int] | None
     idempotency_keys_purged: int
+    messages_sent: int | None
 
 
 @router.post("/jobs/run", response_model=JobsRead, tags=["admin"])

@@ -1,0 +1,1 @@
+"""Personal messages: templates, triggers, consent, quiet hours, a frequency cap, an outbox."""
