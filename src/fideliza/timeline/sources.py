@@ -237,7 +237,36 @@ def cases(db: Session, page: Page) -> list[TimelineItem]:
     ]
 
 
-# Each with the module that defines its table; messages join when their domain ships.
+def messages(db: Session, page: Page) -> list[TimelineItem]:
+    from fideliza.messaging.models import Message
+
+    # By when the message was queued: the index (member, created_at) serves the page.
+    statement = _page(
+        select(Message).where(Message.member_id == page.member_id),
+        "message",
+        Message.created_at,
+        Message.id,
+        page,
+    )
+    return [
+        TimelineItem(
+            kind="message",
+            id=row.id,
+            at=row.created_at,
+            summary=f"{row.kind} {row.channel} message: {row.subject or row.kind} ({row.status})",
+            points=None,
+            reference=f"message:{row.id}",
+            detail={
+                "status": row.status,
+                "reason": row.reason,
+                "sent_at": row.sent_at.isoformat() if row.sent_at else None,
+            },
+        )
+        for row in db.scalars(statement)
+    ]
+
+
+# Each with the module that defines its table.
 CANDIDATES: list[tuple[Source, str]] = [
     (Source("purchase", "purchases", purchases), "fideliza.purchases.models"),
     (Source("return", "returns", returns), "fideliza.purchases.models"),
@@ -245,6 +274,7 @@ CANDIDATES: list[tuple[Source, str]] = [
     (Source("redemption", "reward_redemptions", redemptions), "fideliza.rewards.models"),
     (Source("survey", "survey_responses", survey_responses), "fideliza.surveys.models"),
     (Source("case", "cases", cases), "fideliza.cases.models"),
+    (Source("message", "messages", messages), "fideliza.messaging.models"),
 ]
 
 

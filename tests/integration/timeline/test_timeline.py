@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from fideliza.cases import service as cases
 from fideliza.core.errors import NotFound, ValidationError
+from fideliza.messaging import service as messaging
 from fideliza.purchases import service as purchases
 from fideliza.purchases.models import Purchase
 from fideliza.rewards import service as rewards
@@ -78,6 +79,15 @@ def test_every_source_appears_newest_first_and_pages_are_stable(db: Session, now
         now=now - 4 * HOUR,
         settings=SETTINGS,
     )
+    messaging.enqueue(
+        db,
+        program_id=program.id,
+        member_id=member.id,
+        template="welcome",
+        context={},
+        key="timeline-welcome",
+        now=now - 3 * HOUR,
+    )
     other = make_member(db, program=program, now=now)
     buy(db, program, other, now - HOUR)  # someone else's purchase never shows
     db.commit()
@@ -85,10 +95,11 @@ def test_every_source_appears_newest_first_and_pages_are_stable(db: Session, now
     page = timeline.member_timeline(db, program_id=program.id, member_id=member.id)
     assert page.next_cursor is None
     kinds = [item.kind for item in page.items]
-    assert set(kinds) == {"purchase", "return", "points", "redemption", "case", "survey"}
+    assert set(kinds) == {"purchase", "return", "points", "redemption", "case", "survey", "message"}
+    assert page.items[0].kind == "message" and page.items[0].detail["status"] == "pending"
     positions = [item.position for item in page.items]
     assert positions == sorted(positions, reverse=True)
-    assert page.items[0].kind == "survey" and page.items[0].detail["score"] == 5
+    assert page.items[1].kind == "survey" and page.items[1].detail["score"] == 5
     assert [i.at for i in page.items if i.kind == "case"] == [now - 6 * HOUR]
     assert [i.points for i in page.items if i.kind == "purchase"] == [150]
     assert [i.points for i in page.items if i.kind == "return"] == [-50]
