@@ -506,9 +506,9 @@ def report_command(
         Path | None,
         typer.Option(
             "--transactions",
-            help="Purchases file (CSV or Parquet); without it, the database is read.",
+            help="Purchases file (CSV or Parquet; for Spark also a directory of normalized "
+            "Parquet); without it, the database is read.",
             exists=True,
-            dir_okay=False,
         ),
     ] = None,
     surveys: Annotated[
@@ -524,9 +524,15 @@ def report_command(
         str | None,
         typer.Option(help="IANA time zone of the periods (default: the program's, or UTC)."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="Computes on duckdb, or spark (local PySpark, needs Java; files)."
+        ),
+    ] = "duckdb",
 ) -> None:
     """Writes the loyalty report: one self-contained HTML page and a JSON of every figure."""
-    from fideliza.analytics import open_database, open_files
+    from fideliza.analytics import open_database, open_files, open_spark
     from fideliza.analytics.report import SECTIONS, Lang, build_report
 
     if lang not in {choice.value for choice in Lang}:
@@ -534,9 +540,22 @@ def report_command(
             f"[red]error[/red] [bold]--lang[/bold]: must be es, en or it, got {escape(repr(lang))}"
         )
         raise typer.Exit(2)
+    if engine not in ("duckdb", "spark"):
+        errors.print(
+            "[red]error[/red] [bold]--engine[/bold]: must be duckdb or spark, "
+            f"got {escape(repr(engine))}"
+        )
+        raise typer.Exit(2)
+    if engine == "spark" and transactions is None:
+        errors.print(
+            "[red]error[/red] [bold]--engine[/bold]: spark reads files: give --transactions"
+        )
+        raise typer.Exit(2)
 
     def work() -> None:
-        if transactions is not None:
+        if transactions is not None and engine == "spark":
+            data = open_spark(transactions, surveys=surveys, timezone=timezone or "UTC")
+        elif transactions is not None:
             data = open_files(transactions, surveys=surveys, timezone=timezone or "UTC")
         else:
             data = open_database(

@@ -119,3 +119,37 @@ def test_a_bad_language_exits_2_naming_the_option(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--lang" in result.stderr
     assert not out.exists()
+
+
+def test_a_bad_engine_or_spark_without_files_exits_2(tmp_path: Path) -> None:
+    purchases = write(tmp_path / "p.csv", ["member_id", "occurred_at", "amount"], PURCHASES)
+    bogus = invoke("report", "--transactions", str(purchases), "--out", "o", "--engine", "dask")
+    assert bogus.exit_code == 2 and "--engine" in bogus.stderr and "dask" in bogus.stderr
+    no_files = invoke("report", "--out", str(tmp_path / "o"), "--engine", "spark")
+    assert no_files.exit_code == 2 and "give --transactions" in no_files.stderr
+
+
+@pytest.mark.spark
+def test_the_report_on_spark_has_the_figures_of_duckdb(tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    purchases = write(tmp_path / "p.csv", ["member_id", "occurred_at", "amount"], PURCHASES)
+    surveys = write(tmp_path / "s.csv", ["member_id", "answered_at", "kind", "score"], SURVEYS)
+    figures = {}
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / engine
+        result = invoke(
+            "report",
+            "--transactions",
+            str(purchases),
+            "--surveys",
+            str(surveys),
+            "--out",
+            str(out),
+            "--as-of",
+            "2025-04-01",
+            "--engine",
+            engine,
+        )
+        assert result.exit_code == 0, result.output
+        figures[engine] = json.loads((out / "report.json").read_text())
+    assert figures["spark"] == figures["duckdb"]
