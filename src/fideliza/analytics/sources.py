@@ -284,7 +284,9 @@ def open_database(
     `amount` is the purchase amount net of returned items (`amount - amount_returned`), and
     `timezone` defaults to the program's, so periods are the business's calendar periods.
     SQLite databases are copied into an in-memory DuckDB; PostgreSQL is queried in place.
-    `surveys` and `referrals`, when given, are files or frames loaded onto the same backend.
+    `surveys` and `referrals`, when given, are files or frames loaded onto the same backend;
+    otherwise the program's own survey answers and referral links are read (None if it has
+    none).
     With `ledger` (the default) the program's points ledger is opened too, as `entries` (the
     entries on members' available/pending/held accounts) and `lots` (`expired` = the lot's
     allocations of kind 'expire'); `tier` is the member's current tier.
@@ -618,6 +620,23 @@ _SQLITE_SCHEMA = pa.schema(
         ("items", pa.string()),
     ]
 )
+# Survey answers and referral links the program recorded itself (used when no file is given).
+_OPERATIONAL_EXTRAS = {
+    "surveys": (
+        "SELECT m.external_id AS member_id, r.answered_at AS happened_at, r.kind AS kind, "
+        "r.score AS score FROM survey_responses AS r JOIN members AS m ON m.id = r.member_id "
+        "WHERE r.program_id = {program} AND r.score IS NOT NULL",
+        ("member_id", "answered_at", "kind", "score"),
+    ),
+    "referrals": (
+        "SELECT m.external_id AS member_id, r.linked_at AS happened_at, "
+        "s.external_id AS referrer_id FROM referrals AS r "
+        "JOIN members AS m ON m.id = r.referred_member_id "
+        "JOIN members AS s ON s.id = r.referrer_member_id WHERE r.program_id = {program}",
+        ("member_id", "referred_at", "referrer_id"),
+    ),
+}
+
 # The ledger: entries on members' accounts, and lots with the points the expiry job took.
 _LEDGER_ENTRIES = """
 SELECT m.external_id AS member_id, t.occurred_at AS occurred_at, a.kind AS account_kind,
@@ -697,10 +716,15 @@ def _open_sqlite(
             backend.con.unregister("fideliza_sqlite_purchases")
             if ledger:
                 _copy_sqlite_ledger(backend, source, program_id, zone)
+            recorded = {
+                name: _copy_sqlite_extra(backend, source, name, program_id, zone)
+                for name, extra in extras.items()
+                if extra is None
+            }
         finally:
             source.close()
         tables = {
-            name: None
+            name: recorded.get(name)
             if extra is None
             else _load_into_duckdb(backend, name, extra, zone=zone, assumed=assumed)
             for name, extra in extras.items()
@@ -750,6 +774,42 @@ def _copy_sqlite_ledger(
             backend.con, f"CREATE OR REPLACE TABLE fideliza_{name} AS SELECT {columns} FROM {view}"
         )
         backend.con.unregister(view)
+
+
+def _copy_sqlite_extra(
+    backend: Any, source: sqlite3.Connection, name: str, program_id: int, zone: str
+) -> ir.Table | None:
+    """The program's own survey answers or referral links, in DuckDB; None when it has none."""
+    query, columns = _OPERATIONAL_EXTRAS[name]
+    try:
+        rows = source.execute(query.format(program="?"), (program_id,)).fetchall()
+    except sqlite3.OperationalError:  # a database from before these tables existed
+        return None
+    if not rows:
+        return None
+    fields = [pa.field(column, pa.string()) for column in ("member_id", "happened_at")]
+    if name == "surveys":
+        fields += [pa.field("kind", pa.string()), pa.field("score", pa.float64())]
+    else:
+        fields += [pa.field("referrer_id", pa.string())]
+    frame = pa.Table.from_pylist(
+        [dict(zip([f.name for f in fields], row, strict=True)) for row in rows],
+        schema=pa.schema(fields),
+    )
+    view = f"fideliza_sqlite_{name}"
+    backend.con.register(view, frame)
+    local = (
+        f"date_trunc('second', timezone({_sql_string(zone)}, "
+        f"timezone('UTC', CAST(happened_at AS TIMESTAMP)))) AS {columns[1]}"
+    )
+    rest = ", ".join(c for c in columns if c not in ("member_id", columns[1]))
+    _run(
+        backend.con,
+        f"CREATE OR REPLACE TABLE fideliza_{name} AS SELECT member_id, {local}, {rest} FROM {view}",
+    )
+    backend.con.unregister(view)
+    with quiet_ibis():
+        return backend.table(f"fideliza_{name}")
 
 
 def _sqlite_batches(
@@ -802,7 +862,7 @@ def _open_postgres(
         tables: dict[str, ir.Table | None] = {}
         for name, extra in extras.items():
             if extra is None:
-                tables[name] = None
+                tables[name] = _postgres_extra(backend, name, program_id, local)
                 continue
             # Normalized in a scratch DuckDB, then uploaded as a temporary table.
             scratch = ibis.duckdb.connect()
@@ -824,6 +884,26 @@ def _open_postgres(
         entries=entries,
         lots=lots,
     )
+
+
+def _postgres_extra(backend: Any, name: str, program_id: int, local: str) -> ir.Table | None:
+    """A view of the program's own survey answers or referral links; None when it has none."""
+    query, columns = _OPERATIONAL_EXTRAS[name]
+    select = query.format(program=int(program_id))
+    with backend.raw_sql(f"SELECT 1 FROM ({select}) AS x LIMIT 1") as cursor:
+        if cursor.fetchone() is None:
+            return None
+    at = f"date_trunc('second', happened_at AT TIME ZONE {local}) AS {columns[1]}"
+    if name == "surveys":
+        rest = "CAST(kind AS TEXT) AS kind, CAST(score AS DOUBLE PRECISION) AS score"
+    else:
+        rest = "CAST(referrer_id AS TEXT) AS referrer_id"
+    with backend.raw_sql(
+        f"CREATE TEMPORARY VIEW fideliza_{name} AS "
+        f"SELECT CAST(member_id AS TEXT) AS member_id, {at}, {rest} FROM ({select}) AS x"
+    ):
+        pass
+    return backend.table(f"fideliza_{name}")
 
 
 def _postgres_ledger(backend: Any, program_id: int, local: str) -> tuple[ir.Table, ir.Table]:
