@@ -257,6 +257,8 @@ class MessagingConfig:
     win_back_days: int = 90  # no purchase for this long
     win_back_window_days: int = 30  # … but bought within this much longer (once per lapse)
     reward_gap_points: int = 100  # within this many points of a reward
+    # Also win back repeat buyers whose BG/NBD P(alive) fell below this percentage (0: off).
+    win_back_p_alive_percent: int = 0
     triggers: frozenset[Kind] = field(
         default_factory=lambda: frozenset(
             {
@@ -289,6 +291,7 @@ class MessagingConfig:
             "win_back_days": self.win_back_days,
             "win_back_window_days": self.win_back_window_days,
             "reward_gap_points": self.reward_gap_points,
+            "win_back_p_alive_percent": self.win_back_p_alive_percent,
             "triggers": sorted(k.value for k in self.triggers),
             "channel": self.channel.value,
             "provider_url": self.provider_url,
@@ -310,6 +313,7 @@ _DAY_FIELDS = {
     "win_back_days": (1, 3650),
     "win_back_window_days": (1, 3650),
     "reward_gap_points": (1, 10_000_000),
+    "win_back_p_alive_percent": (0, 99),
 }
 _KNOWN = {"default_locale", "quiet_hours", "frequency_cap", "triggers", "channel", "provider_url"}
 

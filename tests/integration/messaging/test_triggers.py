@@ -332,3 +332,39 @@ def test_reward_within_reach_of_the_cheapest_reward(shop: Shop) -> None:
     assert messaging.evaluate_triggers(db, program_id=program.id, now=shop.now) == {
         "reward_within_reach": 0
     }
+
+
+def test_win_back_also_finds_repeat_buyers_the_model_thinks_are_gone(shop: Shop) -> None:
+    """Regular buyers who went quiet recently (before the 90-day rule would notice) are found by
+    their BG/NBD probability of being alive; those still buying, and one-time buyers, are not."""
+    _only(shop, "win_back")
+    shop.configure(win_back_p_alive_percent=30)
+    week = timedelta(days=7)
+    regulars = [shop.member() for _ in range(32)]
+    gone = [shop.member() for _ in range(8)]
+    once = shop.member()
+    for index, member in enumerate(regulars):  # every two weeks, up to last week
+        for k in range(6):
+            at = shop.now - week - 2 * k * week - timedelta(hours=index)
+            _purchase(shop, member.external_id, f"r{index}-{k}", at)
+    for index, member in enumerate(gone):  # every week for ten weeks, silent for ten
+        for k in range(10):
+            at = shop.now - 10 * week - k * week - timedelta(hours=index)
+            _purchase(shop, member.external_id, f"g{index}-{k}", at)
+    _purchase(shop, once.external_id, "o-1", shop.now - 10 * week)
+    shop.db.commit()
+    counts = messaging.evaluate_triggers(shop.db, program_id=shop.program.id, now=shop.now)
+    shop.db.commit()
+    assert {row.member_id for row in _messages(shop.db, shop.program.id, "win_back")} == {
+        member.id for member in gone
+    }
+    assert counts == {"win_back": 8}
+    # Once per lapse, whichever rule finds it later (the 90-day one included); by then some
+    # regulars, five weeks without a purchase, may be flagged in turn.
+    later = shop.now + 4 * week
+    messaging.evaluate_triggers(shop.db, program_id=shop.program.id, now=later)
+    shop.db.commit()
+    rows = _messages(shop.db, shop.program.id, "win_back")
+    assert sorted(row.member_id for row in rows if row.member_id in {m.id for m in gone}) == sorted(
+        member.id for member in gone
+    )

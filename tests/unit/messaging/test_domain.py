@@ -95,6 +95,7 @@ def test_context_of_an_enqueued_message_must_carry_its_variables() -> None:
         ({"channel": "fax"}, "channel"),
         ({"default_locale": "fr"}, "default_locale"),
         ({"colour": "red"}, "colour"),
+        ({"win_back_p_alive_percent": 100}, "win_back_p_alive_percent"),
     ],
 )
 def test_config_errors_name_the_field(raw: dict[str, object], field: str) -> None:
@@ -113,6 +114,7 @@ def test_config_round_trips() -> None:
         "win_back_days": 60,
         "win_back_window_days": 10,
         "reward_gap_points": 50,
+        "win_back_p_alive_percent": 25,
         "triggers": ["birthday", "welcome"],
         "channel": "sms",
         "provider_url": "https://sms.example.com/send",
