@@ -257,7 +257,13 @@ def _record(
     return event
 
 
+# What the member is told about, by a complaint update (when the program sends messages).
+_TOLD = {"case.opened", "case.resolved", "case.reopened", "case.closed"}
+
+
 def _publish(db: Session, case: Case, event_type: str, now: datetime, **extra: Any) -> None:
+    if event_type in _TOLD:
+        _tell_member(db, case, event_type, now)
     programs.publish(
         db,
         program_id=case.program_id,
@@ -271,6 +277,30 @@ def _publish(db: Session, case: Case, event_type: str, now: datetime, **extra: A
             "assignee": case.assignee,
             **extra,
         },
+        now=now,
+    )
+
+
+def _tell_member(db: Session, case: Case, event_type: str, now: datetime) -> None:
+    """Queues a complaint update for the member (transactional: no marketing consent needed,
+    not capped), once per case, event and reopening."""
+    from fideliza.messaging import service as messaging
+
+    if not messaging.is_set_up(db, program_id=case.program_id):
+        return
+    messaging.enqueue(
+        db,
+        program_id=case.program_id,
+        member_id=case.member_id,
+        template="complaint_update",
+        context={
+            "case": {
+                "reference": reference_of(case),
+                "status": case.state,
+                "note": (case.resolution or case.subject)[:500],
+            }
+        },
+        key=f"case:{case.id}:{event_type}:{case.reopen_count}",
         now=now,
     )
 

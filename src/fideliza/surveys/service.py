@@ -28,6 +28,7 @@ from fideliza.surveys.domain import (
     add_months,
     check_answers,
     in_sample,
+    localized,
     pick_locale,
     render,
 )
@@ -225,6 +226,7 @@ def _insert_invitations(
             .order_by(SurveyInvitation.id)
         )
     )
+    _send_links(db, survey=survey, invitations=invitations, now=now)
     for invitation in invitations:
         programs.publish(
             db,
@@ -241,6 +243,40 @@ def _insert_invitations(
             now=now,
         )
     return invitations
+
+
+def _send_links(
+    db: Session, *, survey: Survey, invitations: list[SurveyInvitation], now: datetime
+) -> None:
+    """Queues each invitation's message with its answer link, when the program sends messages
+    and links can be signed (FIDELIZA_SECRET_KEY); otherwise the invitations wait to be sent
+    by other means (the `survey.invited` webhook, `fideliza surveys link`)."""
+    from fideliza.messaging import service as messaging
+
+    if not invitations or not messaging.is_set_up(db, program_id=survey.program_id):
+        return
+    settings = SurveySettings()
+    if settings.secret_key is None:
+        log.warning("survey invitations not sent: FIDELIZA_SECRET_KEY is not set")
+        return
+    definition = definition_of(survey)
+    for invitation in invitations:
+        messaging.enqueue(
+            db,
+            program_id=survey.program_id,
+            member_id=invitation.member_id,
+            template="survey_invitation",
+            context={
+                "survey": {
+                    "name": localized(
+                        definition.title, invitation.locale, definition.default_locale
+                    ),
+                    "url": link_of(invitation, settings=settings),
+                }
+            },
+            key=f"survey:{invitation.id}",
+            now=now,
+        )
 
 
 def invite_due(db: Session, *, program_id: int, now: datetime) -> int:
