@@ -596,6 +596,8 @@ def _give_goodwill(
         now=now,
         # A database backstop under the check above: one goodwill posting per case.
         idempotency_key=f"{reference_of(case)}:goodwill",
+        source_type="case",
+        source_ref=reference_of(case),
     )
 
 

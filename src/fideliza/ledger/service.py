@@ -639,8 +639,13 @@ def adjust(
     reason: str,
     now: datetime,
     idempotency_key: str | None = None,
+    source_type: str = "manual",
+    source_ref: str | None = None,
 ) -> int:
-    """A manual correction by `issuer`: adds a lot, or takes points first-expiring-first."""
+    """A correction or a bonus by `issuer`: adds a lot, or takes points first-expiring-first.
+
+    `source_type`/`source_ref` say what it is for the history ("manual" by default; a bonus,
+    a referral reward or a complaint's goodwill name themselves)."""
     from zoneinfo import ZoneInfo
 
     if not issuer.strip():
@@ -674,7 +679,8 @@ def adjust(
         occurred_at=now,
         now=now,
         reason=reason,
-        source_type="manual",
+        source_type=source_type,
+        source_ref=source_ref,
         issuer=issuer,
         idempotency_key=idempotency_key,
     )

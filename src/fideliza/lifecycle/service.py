@@ -363,6 +363,8 @@ class _Job:
                 reason=f"{kind.value} bonus ({period})",
                 now=self.now,
                 idempotency_key=idempotency_key(kind, period, member_id),
+                source_type="bonus",
+                source_ref=f"{kind.value}:{period}",
             )
             transactions.append({"m": member_id, "t": transaction_id})
         if transactions:

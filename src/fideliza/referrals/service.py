@@ -472,6 +472,8 @@ def _pay_one(
                 reason=f"referral reward ({role}, referral {referral.id})",
                 now=now,
                 idempotency_key=f"referral:{referral.id}:{role}",
+                source_type="referral",
+                source_ref=f"referral:{referral.id}",
             )
     referral.state = ReferralState.REWARDED.value
     referral.rewarded_at = now

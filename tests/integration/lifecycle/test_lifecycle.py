@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from fideliza.core.errors import Conflict, ValidationError
 from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
+from fideliza.ledger.history import member_history
 from fideliza.lifecycle import service as lifecycle
 from fideliza.lifecycle.models import LifecycleGrant
 from fideliza.members import service as members
@@ -52,6 +53,8 @@ def test_welcome_is_given_once_to_members_enrolled_after_it_was_switched_on(db: 
     assert run(db, program, NOON + timedelta(minutes=20))["welcome"] == 0
     assert run(db, program, NOON + timedelta(days=3))["welcome"] == 0
     assert (points(db, newcomer), points(db, before)) == (100, 0)
+    [line] = member_history(db, member_id=newcomer.id)
+    assert (line.source_type, line.why) == ("bonus", "welcome bonus (once)")
     later = make_member(db, program=program, now=NOON + timedelta(days=3, hours=1))
     db.commit()
     assert run(db, program, NOON + timedelta(days=3, hours=2))["welcome"] == 1
