@@ -1,7 +1,10 @@
 """`fideliza demo`: a café chain's program with ~2 years of members, purchases and returns.
 
 It goes through the same services as real traffic (rules, tiers, the batch engine, returns,
-redemptions, jobs), so the demo also shows the engine at work, and ends with a ledger check.
+catalog redemptions, coupons, referrals, surveys, cases, gift cards, jobs), so the demo also
+shows the engine at work, and ends with a ledger check. About one member in ten joins through
+an earlier member's referral code. Survey links are signed with the fixed
+`engagement.DEMO_SURVEY_SECRET` (demo only).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fideliza.core.errors import FidelizaError, InsufficientPoints
+from fideliza.core.errors import FidelizaError
 from fideliza.db import make_engine, make_session_factory, unit_of_work
+from fideliza.demo import engagement
 from fideliza.demo.generator import (
     PROGRAM_TIMEZONE,
     generate_members,
@@ -27,7 +31,7 @@ from fideliza.demo.generator import (
 from fideliza.jobs.service import run_jobs
 from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
-from fideliza.ledger.models import Account, Entry
+from fideliza.ledger.models import Entry
 from fideliza.members import service as members
 from fideliza.members.models import Member
 from fideliza.migrations import upgrade
@@ -35,6 +39,7 @@ from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 from fideliza.purchases import service as purchases
 from fideliza.purchases.ingest import ingest_purchases
+from fideliza.referrals import service as referrals
 from fideliza.rules import service as rules
 from fideliza.tiers import service as tiers
 
@@ -128,7 +133,15 @@ def load_demo(
             }
             for p in people
         ]
-        members.enrol_many(db, program=program, rows=members_module_rows, now=start)
+        engagement.configure(db, program=program, now=start)
+        referred = _referred_indexes(len(people), seed=seed)
+        members.enrol_many(
+            db,
+            program=program,
+            rows=[r for i, r in enumerate(members_module_rows) if i not in referred],
+            now=start,
+        )
+        _enrol_referred(db, program, people, members_module_rows, referred, seed=seed, start=start)
     sample = []
     with Progress(
         TextColumn("purchases"),
@@ -151,7 +164,7 @@ def load_demo(
             bar.advance(task, len(batch))
             sample.extend(batch[::10])
     _returns(factory, generate_returns(sample, seed=seed, rate=0.3), end)
-    _redemptions(factory, seed=seed, now=end)
+    _engage(factory, seed=seed, start=start, end=end)
     run_jobs(factory, program_code=DEMO_CODE, now=end)
     return summarize(factory)
 
@@ -182,32 +195,57 @@ def _returns(factory: sessionmaker[Session], returns: list[Any], now: datetime) 
                 continue
 
 
-def _redemptions(factory: sessionmaker[Session], *, seed: int, now: datetime) -> None:
-    """Some members spend their points on rewards (a coffee, a cake, a breakfast)."""
-    rng = np.random.default_rng([seed, 99])
+def _referred_indexes(count: int, *, seed: int) -> set[int]:
+    """About one member in ten joins with the code of someone who enrolled before them."""
+    rng = np.random.default_rng([seed, 11])
+    return {i for i in range(10, count) if rng.random() < 0.1}
+
+
+def _enrol_referred(
+    db: Session,
+    program: Program,
+    people: list[Any],
+    rows: list[dict[str, Any]],
+    referred: set[int],
+    *,
+    seed: int,
+    start: datetime,
+) -> None:
+    """Enrols the referred members one by one, through a code of an earlier member.
+
+    The generator's members are sorted by enrolment, so any lower index enrolled first; the
+    purchases generator is untouched (the referred member's first purchase pays the bonus).
+    """
+    rng = np.random.default_rng([seed, 13])
+    by_external_id: dict[str, Member] = {}
+    for index in sorted(referred):
+        candidates = [i for i in range(max(0, index - 400), index) if i not in referred]
+        referrer_ref = people[candidates[int(rng.integers(len(candidates)))]].external_id
+        referrer = by_external_id.get(referrer_ref) or members.find(
+            db, program_id=program.id, external_id=referrer_ref
+        )
+        by_external_id[referrer_ref] = referrer
+        joined = people[index].enrolled_at
+        code = referrals.code_for(db, program=program, member=referrer, now=joined)
+        try:
+            with db.begin_nested():
+                referrals.enrol_with_referral(
+                    db, program=program, data=rows[index], referral_code=code, now=joined
+                )
+        except FidelizaError:  # anti-abuse refused it (a phone already known): a plain enrolment
+            members.enrol_many(db, program=program, rows=[rows[index]], now=start)
+
+
+def _engage(factory: sessionmaker[Session], *, seed: int, start: datetime, end: datetime) -> None:
+    """Catalog redemptions, coupons, surveys, cases and gift cards (see `demo.engagement`)."""
     with unit_of_work(factory) as db:
         program = programs.get_by_code(db, code=DEMO_CODE)
-        rich = db.execute(
-            select(Account.member_id, Account.balance).where(
-                Account.program_id == program.id,
-                Account.kind == "available",
-                Account.balance >= 150,
-            )
-        ).all()
-        for member_id, available in rich:
-            if member_id is not None and rng.random() < 0.6:
-                points = int(min(available, rng.choice([150, 300, 500])))
-                try:
-                    ledger.redeem(
-                        db,
-                        program_id=program.id,
-                        member_id=member_id,
-                        points=points,
-                        now=now,
-                        reason="reward: café & cake",
-                    )
-                except InsufficientPoints:
-                    continue
+        engagement.redeem_catalog(db, program=program, seed=seed, now=end)
+        engagement.spring_coupons(db, program=program, seed=seed, now=end - timedelta(days=240))
+        engagement.answer_surveys(db, program=program, seed=seed, start=start, end=end)
+        engagement.open_cases(db, program=program, seed=seed, end=end)
+        engagement.answer_case_surveys(db, program=program, seed=seed)
+        engagement.gift_cards(db, program=program, now=end - timedelta(days=20))
 
 
 def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
@@ -266,6 +304,7 @@ def summarize(factory: sessionmaker[Session]) -> dict[str, Any]:
                 str(k or "none"): v
                 for k, v in sorted(tiers_count.items(), key=lambda kv: str(kv[0]))
             },
+            **engagement.summary(db, program_id=program.id, now=datetime.now(UTC)),
             "ledger_check": "consistent"
             if not check_ledger(db, program_id=program.id)
             else "DIFFERENCES",
