@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -530,6 +531,21 @@ def report_command(
             "--engine", help="Computes on duckdb, or spark (local PySpark, needs Java; files)."
         ),
     ] = "duckdb",
+    cost_per_point: Annotated[
+        str | None,
+        typer.Option(
+            "--cost-per-point",
+            help="What one point costs in money (e.g. 0.01): adds liability and reward cost.",
+        ),
+    ] = None,
+    redemptions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Captured redemptions (CSV or Parquet; the database has its own).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Writes the loyalty report: one self-contained HTML page and a JSON of every figure."""
     from fideliza.analytics import open_database, open_files, open_spark
@@ -546,6 +562,18 @@ def report_command(
             f"got {escape(repr(engine))}"
         )
         raise typer.Exit(2)
+    cost: Decimal | None = None
+    if cost_per_point is not None:
+        try:
+            cost = Decimal(cost_per_point)
+        except ArithmeticError:
+            cost = None
+        if cost is None or not cost.is_finite() or cost <= 0:
+            errors.print(
+                "[red]error[/red] [bold]--cost-per-point[/bold]: must be a positive amount, "
+                f"e.g. 0.01, got {escape(repr(cost_per_point))}"
+            )
+            raise typer.Exit(2)
     if engine == "spark" and transactions is None:
         errors.print(
             "[red]error[/red] [bold]--engine[/bold]: spark reads files: give --transactions"
@@ -553,10 +581,11 @@ def report_command(
         raise typer.Exit(2)
 
     def work() -> None:
+        zone = timezone or "UTC"
         if transactions is not None and engine == "spark":
-            data = open_spark(transactions, surveys=surveys, timezone=timezone or "UTC")
+            data = open_spark(transactions, surveys=surveys, redemptions=redemptions, timezone=zone)
         elif transactions is not None:
-            data = open_files(transactions, surveys=surveys, timezone=timezone or "UTC")
+            data = open_files(transactions, surveys=surveys, redemptions=redemptions, timezone=zone)
         else:
             data = open_database(
                 _url(database_url), program=program, timezone=timezone, surveys=surveys
@@ -578,7 +607,9 @@ def report_command(
                 step = f"[{len(tasks) + 1}/{len(SECTIONS)}] {section.replace('_', ' ')}"
                 tasks.append(bar.add_task(step, total=1))
 
-            report = build_report(data, as_of=as_of, lang=lang, progress=advance)
+            report = build_report(
+                data, as_of=as_of, lang=lang, progress=advance, cost_per_point=cost
+            )
             if tasks:
                 bar.update(tasks[-1], completed=1)
         out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ pandas DataFrame or, with `output="polars"`, a polars one. The customer-base mod
 Pareto/NBD, Gamma-Gamma, CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
 
 Program economics (part 7) are in `economics`: points liability, breakage per earning cohort
-and the ROI against a holdout group; reward cost and effort-vs-reward are not yet here.
+and the ROI against a holdout group; what rewards cost and the spend needed per unit of reward
+value per tier are in `rewards` (`reward_cost`, `effort_vs_reward`); without a holdout,
+`matching` compares members with non-members matched on pre-period behaviour.
 
 For data that outgrows one machine, `open_spark` runs the same expressions on PySpark (see
 `fideliza.analytics.spark`): files and frames are normalized as above and staged as Parquet;
@@ -67,8 +69,23 @@ from fideliza.analytics.loyalty import (
     satisfied_defection,
     satisfied_defection_expr,
 )
+from fideliza.analytics.matching import (
+    DEFAULT_BANDS,
+    MATCHED_GROUPS,
+    MatchedRoi,
+    matched_customers,
+    matched_customers_expr,
+    matched_roi,
+)
 from fideliza.analytics.periods import Period, within
 from fideliza.analytics.referrals import referral_acquisition, referral_acquisition_expr
+from fideliza.analytics.rewards import (
+    EARNING_KINDS,
+    effort_vs_reward,
+    effort_vs_reward_expr,
+    reward_cost,
+    reward_cost_expr,
+)
 from fideliza.analytics.segments import (
     DEFAULT_RFM_RULES,
     MIGRATION_FROM,
@@ -92,6 +109,7 @@ from fideliza.analytics.segments import (
 from fideliza.analytics.sources import (
     ENTRIES_SCHEMA,
     LOTS_SCHEMA,
+    REDEMPTIONS_SCHEMA,
     REFERRALS_SCHEMA,
     SURVEYS_SCHEMA,
     TRANSACTIONS_SCHEMA,
@@ -103,13 +121,17 @@ from fideliza.analytics.sources import (
 from fideliza.analytics.spark import open_spark, spark_session
 
 __all__ = [
+    "DEFAULT_BANDS",
     "DEFAULT_LOYALTY_RULE",
     "DEFAULT_RFM_RULES",
+    "EARNING_KINDS",
     "ENTRIES_SCHEMA",
     "HOLDOUT_GROUPS",
     "LOTS_SCHEMA",
+    "MATCHED_GROUPS",
     "MIGRATION_FROM",
     "MIGRATION_TO",
+    "REDEMPTIONS_SCHEMA",
     "REFERRALS_SCHEMA",
     "SURVEYS_SCHEMA",
     "TRANSACTIONS_SCHEMA",
@@ -117,6 +139,7 @@ __all__ = [
     "DataFrame",
     "HoldoutRoi",
     "LoyaltyRule",
+    "MatchedRoi",
     "Output",
     "Period",
     "ProgramCost",
@@ -140,6 +163,8 @@ __all__ = [
     "customer_usage_expr",
     "defection",
     "defection_expr",
+    "effort_vs_reward",
+    "effort_vs_reward_expr",
     "expected_liability",
     "holdout_revenue",
     "holdout_revenue_expr",
@@ -151,6 +176,9 @@ __all__ = [
     "loyalty_matrix_expr",
     "loyalty_members",
     "loyalty_members_expr",
+    "matched_customers",
+    "matched_customers_expr",
+    "matched_roi",
     "member_points",
     "member_points_expr",
     "open_database",
@@ -163,6 +191,8 @@ __all__ = [
     "purchase_frequency_expr",
     "referral_acquisition",
     "referral_acquisition_expr",
+    "reward_cost",
+    "reward_cost_expr",
     "rfm",
     "rfm_expr",
     "rfm_segments",

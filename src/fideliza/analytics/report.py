@@ -17,7 +17,15 @@ strings, None), which holds the rows of the analytics functions it calls:
 - `rfm_segments`: `rfm_segments` at `as_of`;
 - `loyalty_matrix` and `satisfied_defection` (only with surveys): judged at `as_of` minus the
   rule's follow-up window (`meta.loyalty_as_of`), so that whether a member bought again is
-  known from the data before `as_of`; None without surveys.
+  known from the data before `as_of`; None without surveys;
+- `referral_acquisition` (only with referrals): the monthly share of new customers referred;
+- `points_liability` and `breakage_cohorts` (only with the ledger's entries and lots, and a
+  `cost_per_point`): `expected_liability` per tier and `breakage_cohorts`, at `as_of`;
+- `reward_cost` (only with redemptions and a `cost_per_point`): `reward_cost` per month of the
+  redemptions before `as_of`; `effort_vs_reward` (also needs the entries): per tier, over the
+  data before `as_of`.
+
+A section whose input is absent is None in the figures and left off the page.
 
 Money (decimals in the analytics) becomes float in the figures; dates are ISO strings; a null
 or NaN rate is None. The charts are inline SVG, the style inline CSS: no script, no external
@@ -43,10 +51,13 @@ from fideliza.analytics.behaviour import (
     cohort_retention,
     defection,
 )
+from fideliza.analytics.economics import breakage_cohorts, expected_liability
 from fideliza.analytics.frames import quiet_ibis
 from fideliza.analytics.loyalty import DEFAULT_LOYALTY_RULE, loyalty_matrix, satisfied_defection
 from fideliza.analytics.periods import local_timestamp, within
+from fideliza.analytics.referrals import referral_acquisition
 from fideliza.analytics.report_i18n import LABELS, Lang
+from fideliza.analytics.rewards import effort_vs_reward, reward_cost
 from fideliza.analytics.segments import rfm_segments, usage_groups
 from fideliza.analytics.sources import AnalyticsData
 from fideliza.core.errors import ValidationError
@@ -62,6 +73,9 @@ SECTIONS = (
     "rfm_segments",
     "loyalty_matrix",
     "cohort_retention",
+    "referral_acquisition",
+    "points_liability",
+    "rewards",
 )
 USAGE_WINDOW_DAYS = 365
 
@@ -95,12 +109,14 @@ def build_report(
     as_of: Moment | None = None,
     lang: Lang | str = Lang.ES,
     progress: Callable[[str], None] | None = None,
+    cost_per_point: Decimal | None = None,
 ) -> Report:
     """Computes every figure of the report on `data` and renders the page in `lang`.
 
     `as_of` (a date means its local midnight; default: the day after the last purchase) cuts
     the data: only purchases before it are read. `progress`, when given, is called with each
-    section's name (see SECTIONS) before the section is computed.
+    section's name (see SECTIONS) before the section is computed. `cost_per_point` (what one
+    point costs the program, in money) enables the liability and reward sections.
     """
     language = _lang(lang)
     moment = local_timestamp(default_as_of(data) if as_of is None else as_of, field="as_of")
@@ -117,6 +133,7 @@ def build_report(
                 moment.isoformat(),
             ],
             "loyalty_as_of": loyalty_at.isoformat() if data.surveys is not None else None,
+            "cost_per_point": None if cost_per_point is None else str(cost_per_point),
         }
     }
     notify("summary")
@@ -144,7 +161,44 @@ def build_report(
         )[0]
     notify("cohort_retention")
     figures["cohort_retention"] = _rows(cohort_retention(tx, period="month"))
+    notify("referral_acquisition")
+    figures["referral_acquisition"] = (
+        None
+        if data.referrals is None
+        else _rows(referral_acquisition(tx, data.referrals, period="month"))
+    )
+    figures.update(_economics(data, tx, moment, cost_per_point, notify))
     return Report(html=render_html(figures, language), figures=figures)
+
+
+def _economics(
+    data: AnalyticsData,
+    tx: Any,
+    moment: datetime,
+    cost: Decimal | None,
+    notify: Callable[[str], None],
+) -> Figures:
+    """The liability, breakage and reward sections; None where an input is absent."""
+    figures: Figures = dict.fromkeys(
+        ("points_liability", "breakage_cohorts", "reward_cost", "effort_vs_reward")
+    )
+    notify("points_liability")
+    if cost is not None and data.entries is not None and data.lots is not None:
+        figures["points_liability"] = _rows(
+            expected_liability(data.entries, data.lots, as_of=moment, cost_per_point=cost,
+                               by_tier=True)
+        )  # fmt: skip
+        figures["breakage_cohorts"] = _rows(breakage_cohorts(data.lots, as_of=moment))
+    notify("rewards")
+    if cost is not None and data.redemptions is not None:
+        figures["reward_cost"] = _rows(
+            reward_cost(data.redemptions, cost_per_point=cost, end=moment)
+        )
+        if data.entries is not None:
+            figures["effort_vs_reward"] = _rows(
+                effort_vs_reward(tx, data.entries, cost_per_point=cost, end=moment)
+            )
+    return figures
 
 
 # --- figures ----------------------------------------------------------------------------------
@@ -196,6 +250,9 @@ h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #d9e2ec;padd
 .kpi b{display:block;font-size:1.35rem}.kpi span{font-size:.85rem;color:#52606d}
 svg{display:block;max-width:100%;height:auto;margin:.6rem 0}
 svg text{font-size:11px;fill:#323f4b}.note{color:#52606d}
+table.figures{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
+table.figures th,table.figures td{padding:.25rem .6rem;border-bottom:1px solid #d9e2ec;
+text-align:right}table.figures th:first-child,table.figures td:first-child{text-align:left}
 """
 _BLUE = "#2680c2"
 _ORANGE = "#de911d"
@@ -225,6 +282,9 @@ def render_html(figures: Figures, lang: Lang | str) -> str:
         _section(t["rfm_segments"], _rfm_chart(figures["rfm_segments"], t), "rfm"),
         _loyalty(figures, t),
         _section(t["cohort_retention"], _cohort_chart(figures["cohort_retention"], t), "cohorts"),
+        _referrals(figures.get("referral_acquisition"), t),
+        _liability(figures.get("points_liability"), figures.get("breakage_cohorts"), t),
+        _rewards(figures.get("reward_cost"), figures.get("effort_vs_reward"), t),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -505,3 +565,132 @@ def _cohort_chart(rows: list[dict[str, Any]], t: dict[str, str]) -> str:
     for r, cohort in enumerate(cohorts):
         body.append(_text(5, top + r * cell_h + cell_h - 6, f"{cohort[:7]} ({sizes[cohort]})"))
     return _svg(width, height, body, label)
+
+
+# --- referrals, liability, rewards (left off when their input is absent) -----------------------
+
+_GREEN = "#3ebd93"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f'<table class="figures"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _share_bars(rows: list[tuple[str, float | None, str]], label: str, colour: str = _BLUE) -> str:
+    """One bar per row: (name, share of the largest value, text shown)."""
+    if not rows:
+        return _svg(400, 30, [_text(5, 20, "–")], label)
+    return _hbars([(name, [(share or 0.0, text, colour)]) for name, share, text in rows], label, [])
+
+
+def _scaled(values: list[float | None]) -> list[float | None]:
+    peak = max((v for v in values if v is not None), default=0.0) or 1.0
+    return [None if v is None else max(v, 0.0) / peak for v in values]
+
+
+def _referrals(rows: list[dict[str, Any]] | None, t: dict[str, str]) -> str:
+    if rows is None:
+        return ""
+    label = t["referral_acquisition"]
+    bars = [
+        (str(row["period"])[:7], row["referral_share"], _pct(row["referral_share"])) for row in rows
+    ]
+    return _section(label, _share_bars(bars, label, _GREEN), "referrals")
+
+
+def _tier_name(value: Any, t: dict[str, str]) -> str:
+    return t["no_tier"] if value is None else str(value)
+
+
+def _liability(
+    tiers: list[dict[str, Any]] | None, cohorts: list[dict[str, Any]] | None, t: dict[str, str]
+) -> str:
+    if tiers is None or cohorts is None:
+        return ""
+    label = t["points_liability"]
+    shares = _scaled([row["liability"] for row in tiers])
+    chart = _share_bars(
+        [
+            (_tier_name(row["tier"], t), share, _num(row["liability"], 2))
+            for row, share in zip(tiers, shares, strict=True)
+        ],
+        label,
+    )
+    table = _table(
+        [t["tier"], t["members"], t["outstanding_points"], t["liability"], t["breakage_rate"],
+         t["net_liability"]],
+        [
+            [_tier_name(row["tier"], t), _num(row["members"]), _num(row["outstanding_points"]),
+             _num(row["liability"], 2), _pct(row["breakage_rate"]), _num(row["net_liability"], 2)]
+            for row in tiers
+        ],
+    )  # fmt: skip
+    breakage = _table(
+        [t["cohort"], t["issued"], t["expired"], t["mature"], t["breakage_rate"]],
+        [
+            [str(row["cohort"])[:7], _num(row["issued"]), _num(row["expired"]),
+             "✓" if row["mature"] else "", _pct(row["breakage_rate"])]
+            for row in cohorts
+        ],
+    )  # fmt: skip
+    return _section(
+        label, chart + table + f"<h3>{escape(t['breakage_cohorts'])}</h3>" + breakage, "liability"
+    )
+
+
+def _rewards(
+    costs: list[dict[str, Any]] | None, tiers: list[dict[str, Any]] | None, t: dict[str, str]
+) -> str:
+    if costs is None:
+        return ""
+    label = t["reward_cost"]
+    months: dict[str, float] = {}
+    for row in costs:
+        month = str(row["period"])[:7]
+        months[month] = months.get(month, 0.0) + (row["cost"] or 0.0)
+    shares = _scaled(list(months.values()))
+    chart = _share_bars(
+        [
+            (month, share, _num(total, 2))
+            for (month, total), share in zip(months.items(), shares, strict=True)
+        ],
+        label,
+        _ORANGE,
+    )
+    table = _table(
+        [t["period"], t["reward_kind"], t["redemptions"],
+         t["points"], t["cost"]],
+        [
+            [str(row["period"])[:7], t["no_kind"] if row["reward_kind"] is None
+             else str(row["reward_kind"]), _num(row["redemptions"]), _num(row["points"]),
+             _num(row["cost"], 2)]
+            for row in costs
+        ],
+    )  # fmt: skip
+    body = _section(label, chart + table, "reward-cost")
+    if tiers is None:
+        return body
+    effort = t["effort_vs_reward"]
+    shares = _scaled([row["spend_per_reward_unit"] for row in tiers])
+    chart = _share_bars(
+        [
+            (_tier_name(row["tier"], t), share, _num(row["spend_per_reward_unit"], 2))
+            for row, share in zip(tiers, shares, strict=True)
+        ],
+        effort,
+    )
+    table = _table(
+        [t["tier"], t["members"], t["spend"], t["points_earned"], t["reward_value"],
+         t["spend_per_reward_unit"], t["points_per_currency_unit"]],
+        [
+            [_tier_name(row["tier"], t), _num(row["members"]), _num(row["spend"], 2),
+             _num(row["points_earned"]), _num(row["reward_value"], 2),
+             _num(row["spend_per_reward_unit"], 2), _num(row["points_per_currency_unit"], 2)]
+            for row in tiers
+        ],
+    )  # fmt: skip
+    return body + _section(effort, chart + table, "effort")

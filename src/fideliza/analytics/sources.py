@@ -13,7 +13,11 @@ Every source gives the same tables (DESIGN.md, "Data the analytics read"):
   tier (the member's current tier code, may be null);
 - `lots` (optional, the points ledger): one row per earned lot — member_id, earned_at,
   expires_at (null: never expires), amount (points earned), remaining (points still in the lot),
-  expired (points of the lot the expiry job expired; 0 when absent), state (text, may be null).
+  expired (points of the lot the expiry job expired; 0 when absent), state (text, may be null);
+- `redemptions` (optional, the rewards catalog): one row per captured redemption — member_id,
+  redeemed_at (when it was captured), reward_code, reward_kind (text, may be null), points
+  (int64, the points it spent) and value (decimal(18,4), the reward's own money value for
+  cashback and charity; null when it has none).
 
 Timestamps are **naive local wall-clock times in the data's `timezone`**, truncated to whole
 seconds: a calendar month is then the business's month, and epoch-second arithmetic gives the
@@ -95,6 +99,16 @@ LOTS_SCHEMA = ibis.schema(
         "state": "string",
     }
 )
+REDEMPTIONS_SCHEMA = ibis.schema(
+    {
+        "member_id": "string",
+        "redeemed_at": "timestamp",
+        "reward_code": "string",
+        "reward_kind": "string",
+        "points": "int64",
+        "value": "decimal(18, 4)",
+    }
+)
 SURVEY_KINDS = ("nps", "csat", "custom")
 ACCOUNT_KINDS = ("available", "pending", "held")
 
@@ -118,6 +132,7 @@ class AnalyticsData:
     backend: BaseBackend
     entries: ir.Table | None = None
     lots: ir.Table | None = None
+    redemptions: ir.Table | None = None
     # What close() does instead of disconnecting, when the backend is not the source's to end
     # (a Spark source leaves the caller's session running and removes its staged files).
     release: Callable[[], None] | None = dataclasses.field(default=None, repr=False)
@@ -188,14 +203,28 @@ _LOT_COLUMNS = (
     _Column("expired", "points", False),
     _Column("state", "text", False),
 )
+_REDEMPTION_COLUMNS = (
+    _Column("member_id", "id", True),
+    _Column("redeemed_at", "timestamp", True),
+    _Column("reward_code", "id", True),
+    _Column("reward_kind", "text", False),
+    _Column("points", "points", True),
+    _Column("value", "money", False),
+)
 _TABLES: Mapping[str, tuple[_Column, ...]] = {
     "transactions": _TRANSACTION_COLUMNS,
     "surveys": _SURVEY_COLUMNS,
     "referrals": _REFERRAL_COLUMNS,
     "entries": _ENTRY_COLUMNS,
     "lots": _LOT_COLUMNS,
+    "redemptions": _REDEMPTION_COLUMNS,
 }
-_NULL_TYPES = {"score": "DOUBLE", "points": "BIGINT", "timestamp": "TIMESTAMP"}
+_NULL_TYPES = {
+    "score": "DOUBLE",
+    "points": "BIGINT",
+    "timestamp": "TIMESTAMP",
+    "money": "DECIMAL(18, 4)",
+}
 _PROBLEMS = {
     "id": "is required",
     "timestamp": "is not an ISO 8601 timestamp with a timezone (e.g. 2025-03-01T10:00:00+01:00)",
@@ -217,6 +246,7 @@ def open_files(
     referrals: PathLike | Sequence[PathLike] | None = None,
     entries: PathLike | Sequence[PathLike] | None = None,
     lots: PathLike | Sequence[PathLike] | None = None,
+    redemptions: PathLike | Sequence[PathLike] | None = None,
     timezone: str = "UTC",
     assume_timezone: str | None = None,
     database: PathLike | None = None,
@@ -235,6 +265,7 @@ def open_files(
             "referrals": referrals,
             "entries": entries,
             "lots": lots,
+            "redemptions": redemptions,
         },
         timezone=timezone,
         assume_timezone=assume_timezone,
@@ -249,6 +280,7 @@ def open_frames(
     referrals: FrameLike | None = None,
     entries: FrameLike | None = None,
     lots: FrameLike | None = None,
+    redemptions: FrameLike | None = None,
     timezone: str = "UTC",
     assume_timezone: str | None = None,
     database: PathLike | None = None,
@@ -261,6 +293,7 @@ def open_frames(
             "referrals": referrals,
             "entries": entries,
             "lots": lots,
+            "redemptions": redemptions,
         },
         timezone=timezone,
         assume_timezone=assume_timezone,
@@ -289,7 +322,8 @@ def open_database(
     none).
     With `ledger` (the default) the program's points ledger is opened too, as `entries` (the
     entries on members' available/pending/held accounts) and `lots` (`expired` = the lot's
-    allocations of kind 'expire'); `tier` is the member's current tier.
+    allocations of kind 'expire'); `tier` is the member's current tier. The program's captured
+    reward redemptions are opened as `redemptions` (None when it has none).
     """
     if url.startswith("sqlite"):
         path = make_url(url).database
@@ -348,6 +382,7 @@ def _open_duckdb(
         backend=backend,
         entries=tables["entries"],
         lots=tables["lots"],
+        redemptions=tables["redemptions"],
     )
 
 
@@ -656,6 +691,25 @@ SELECT m.external_id AS member_id, l.earned_at AS earned_at, l.expires_at AS exp
 FROM point_lots AS l JOIN members AS m ON m.id = l.member_id
 WHERE l.program_id = {program}
 """
+# Captured reward redemptions: the moment of capture, the reward, the points and money value.
+_REDEMPTIONS = """
+SELECT m.external_id AS member_id, r.settled_at AS redeemed_at, w.code AS reward_code,
+       w.kind AS reward_kind, r.points AS points, r.value AS value
+FROM reward_redemptions AS r
+JOIN rewards AS w ON w.id = r.reward_id
+JOIN members AS m ON m.id = r.member_id
+WHERE r.program_id = {program} AND r.status = 'captured' AND r.settled_at IS NOT NULL
+"""
+_SQLITE_REDEMPTIONS_SCHEMA = pa.schema(
+    [
+        ("member_id", pa.string()),
+        ("redeemed_at", pa.string()),
+        ("reward_code", pa.string()),
+        ("reward_kind", pa.string()),
+        ("points", pa.int64()),
+        ("value", pa.int64()),
+    ]
+)
 _SQLITE_ENTRIES_SCHEMA = pa.schema(
     [
         ("member_id", pa.string()),
@@ -714,8 +768,10 @@ def _open_sqlite(
                 "FROM fideliza_sqlite_purchases",
             )
             backend.con.unregister("fideliza_sqlite_purchases")
+            redemptions = None
             if ledger:
                 _copy_sqlite_ledger(backend, source, program_id, zone)
+                redemptions = _copy_sqlite_redemptions(backend, source, program_id, zone)
             recorded = {
                 name: _copy_sqlite_extra(backend, source, name, program_id, zone)
                 for name, extra in extras.items()
@@ -744,6 +800,7 @@ def _open_sqlite(
         backend=backend,
         entries=entries,
         lots=lots,
+        redemptions=redemptions,
     )
 
 
@@ -774,6 +831,36 @@ def _copy_sqlite_ledger(
             backend.con, f"CREATE OR REPLACE TABLE fideliza_{name} AS SELECT {columns} FROM {view}"
         )
         backend.con.unregister(view)
+
+
+def _copy_sqlite_redemptions(
+    backend: Any, source: sqlite3.Connection, program_id: int, zone: str
+) -> ir.Table | None:
+    """The program's captured redemptions in DuckDB; None when it has none (or no catalog)."""
+    sql = _REDEMPTIONS.format(program="?")
+    try:
+        if source.execute(f"SELECT 1 FROM ({sql}) LIMIT 1", (program_id,)).fetchone() is None:
+            return None
+    except sqlite3.OperationalError:  # a database from before the rewards catalog
+        return None
+    schema = _SQLITE_REDEMPTIONS_SCHEMA
+    reader = pa.RecordBatchReader.from_batches(
+        schema, _sqlite_batches(source, sql, schema, program_id)
+    )
+    view = "fideliza_sqlite_redemptions"
+    backend.con.register(view, reader)
+    _run(
+        backend.con,
+        "CREATE OR REPLACE TABLE fideliza_redemptions AS SELECT member_id, "
+        f"date_trunc('second', timezone({_sql_string(zone)}, "
+        "timezone('UTC', CAST(redeemed_at AS TIMESTAMP)))) AS redeemed_at, reward_code, "
+        "reward_kind, points, "
+        f"CAST(CAST(value AS DECIMAL(18, 0)) * CAST({1 / _MONEY_SCALE} AS DECIMAL(5, 4))"
+        f" AS DECIMAL(18, 4)) AS value FROM {view}",
+    )
+    backend.con.unregister(view)
+    with quiet_ibis():
+        return backend.table("fideliza_redemptions")
 
 
 def _copy_sqlite_extra(
@@ -846,7 +933,7 @@ def _open_postgres(
         # DROP VIEW it issues there without the view's name.
         with backend.raw_sql(
             "CREATE TEMPORARY VIEW fideliza_transactions AS "
-            "SELECT m.external_id AS member_id, "
+            "SELECT CAST(m.external_id AS TEXT) AS member_id, "
             f"date_trunc('second', p.occurred_at AT TIME ZONE {local}) AS occurred_at, "
             "CAST(p.amount - p.amount_returned AS NUMERIC(18, 4)) AS amount, "
             "CAST(p.currency AS TEXT) AS currency, CAST(p.channel AS TEXT) AS channel, "
@@ -856,9 +943,10 @@ def _open_postgres(
         ):
             pass
         transactions = backend.table("fideliza_transactions")
-        entries = lots = None
+        entries = lots = redemptions = None
         if ledger:
             entries, lots = _postgres_ledger(backend, program_id, local)
+            redemptions = _postgres_redemptions(backend, program_id, local)
         tables: dict[str, ir.Table | None] = {}
         for name, extra in extras.items():
             if extra is None:
@@ -883,6 +971,7 @@ def _open_postgres(
         backend=backend,
         entries=entries,
         lots=lots,
+        redemptions=redemptions,
     )
 
 
@@ -904,6 +993,28 @@ def _postgres_extra(backend: Any, name: str, program_id: int, local: str) -> ir.
     ):
         pass
     return backend.table(f"fideliza_{name}")
+
+
+def _postgres_redemptions(backend: Any, program_id: int, local: str) -> ir.Table | None:
+    """A view of the program's captured redemptions; None when it has none (or no catalog)."""
+    select = _REDEMPTIONS.format(program=int(program_id))
+    with backend.raw_sql("SELECT to_regclass('reward_redemptions')") as cursor:
+        row = cursor.fetchone()
+    if row is None or row[0] is None:  # a database from before the rewards catalog
+        return None
+    with backend.raw_sql(f"SELECT 1 FROM ({select}) AS x LIMIT 1") as cursor:
+        if cursor.fetchone() is None:
+            return None
+    with backend.raw_sql(
+        "CREATE TEMPORARY VIEW fideliza_redemptions AS "
+        "SELECT CAST(member_id AS TEXT) AS member_id, "
+        f"date_trunc('second', redeemed_at AT TIME ZONE {local}) AS redeemed_at, "
+        "CAST(reward_code AS TEXT) AS reward_code, CAST(reward_kind AS TEXT) AS reward_kind, "
+        "CAST(points AS BIGINT) AS points, CAST(value AS NUMERIC(18, 4)) AS value "
+        f"FROM ({select}) AS x"
+    ):
+        pass
+    return backend.table("fideliza_redemptions")
 
 
 def _postgres_ledger(backend: Any, program_id: int, local: str) -> tuple[ir.Table, ir.Table]:

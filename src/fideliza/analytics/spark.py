@@ -38,6 +38,7 @@ from fideliza.analytics.frames import quiet_ibis
 from fideliza.analytics.sources import (
     ENTRIES_SCHEMA,
     LOTS_SCHEMA,
+    REDEMPTIONS_SCHEMA,
     REFERRALS_SCHEMA,
     SURVEYS_SCHEMA,
     TRANSACTIONS_SCHEMA,
@@ -60,6 +61,7 @@ SCHEMAS: Mapping[str, ibis.Schema] = {
     "referrals": REFERRALS_SCHEMA,
     "entries": ENTRIES_SCHEMA,
     "lots": LOTS_SCHEMA,
+    "redemptions": REDEMPTIONS_SCHEMA,
 }
 # Loopback only: a laptop or CI runner need not resolve its own host name, and nothing listens
 # outside the machine. The UI would open a port too.
@@ -116,6 +118,7 @@ def open_spark(
     referrals: Source | None = None,
     entries: Source | None = None,
     lots: Source | None = None,
+    redemptions: Source | None = None,
     timezone: str = "UTC",
     assume_timezone: str | None = None,
     session: SparkSession | None = None,
@@ -159,6 +162,7 @@ def open_spark(
             "referrals": referrals,
             "entries": entries,
             "lots": lots,
+            "redemptions": redemptions,
         }
         tables: dict[str, ir.Table | None] = {}
         for name, source in sources.items():
@@ -187,6 +191,7 @@ def open_spark(
         backend=backend,
         entries=tables["entries"],
         lots=tables["lots"],
+        redemptions=tables["redemptions"],
         release=release,
     )
 

@@ -414,3 +414,126 @@ def test_ledger_liability_and_breakage_by_hand(database_url: str, ledger_program
             assert got["liability"].tolist() == [Decimal("0.7000")]
             assert got["expected_breakage_points"].tolist() == [Decimal("49.0000")]
             assert got["net_liability"].tolist() == [Decimal("0.2100")]
+
+
+# --- rewards: reward cost and effort vs reward, PostgreSQL in place vs DuckDB -----------------
+
+REWARD_METRICS: dict[str, Callable[[fa.AnalyticsData], Any]] = {
+    "reward_cost": lambda d: fa.reward_cost(d.redemptions, cost_per_point=Decimal("0.0125")),
+    "reward_cost_quarterly": lambda d: fa.reward_cost(
+        d.redemptions, cost_per_point=Decimal("0.0125"), period="quarter", start="2025-02-01"
+    ),
+    "effort_vs_reward": lambda d: fa.effort_vs_reward(
+        d.transactions, d.entries, cost_per_point=Decimal("0.01")
+    ),
+    "effort_vs_reward_window": lambda d: fa.effort_vs_reward(
+        d.transactions, d.entries, cost_per_point=Decimal("0.01"), end="2025-03-01"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def rewards_program(database_url: str) -> str:
+    """Purchases, earnings, tiers and captured redemptions of cashback and gifts."""
+    from fideliza.ledger import service as ledger
+    from fideliza.programs.service import settings_of
+    from fideliza.rewards import service as rewards
+    from tests.integration.rewards.builders import make_reward
+
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            program = make_program(db, now=NOW, timezone=TIMEZONE)
+            gift = make_reward(db, program=program, now=NOW, code="mug", points_cost=90)
+            cash = make_reward(
+                db, program=program, now=NOW, code="cash", kind="cashback", value="3.30",
+                points_cost=300,
+            )  # fmt: skip
+            for index, tier in enumerate(["gold", "gold", "silver", None, None]):
+                member = make_member(
+                    db, program=program, now=_ledger_at("2025-01-01"), external_id=f"w-{index}"
+                )
+                member.tier_code = tier
+                for visit in range(index + 1):
+                    day = f"2025-0{1 + visit % 4}-{10 + index:02d}"
+                    amount = Decimal(17 * (index + 3) + visit) + Decimal("0.45")
+                    purchases.record_purchase(
+                        db, program=program, now=NOW,
+                        data={"external_id": f"w-{index}-{visit}", "member_id": member.external_id,
+                              "occurred_at": _ledger_at(day).isoformat(), "amount": amount,
+                              "currency": "EUR"},
+                    )  # fmt: skip
+                    ledger.earn(
+                        db, program_id=program.id, settings=settings_of(program),
+                        timezone_name=program.timezone, member_id=member.id,
+                        lines=[ledger.EarnLine(points=400 + 37 * visit, reason="spend")],
+                        occurred_at=_ledger_at(day), now=_ledger_at(day), source_type="test",
+                        source_ref=f"w-{index}-{visit}", reason="test earning",
+                    )  # fmt: skip
+                ledger.unlock_due(db, program_id=program.id, now=_ledger_at("2025-06-01"))
+                for number, reward in enumerate([gift, cash][: 1 + index % 2]):
+                    at = _ledger_at(f"2025-0{2 + number + index % 3}-{5 + index:02d}")
+                    redemption, _ = rewards.redeem(
+                        db, program=program, member_id=member.id, reward_id=reward.id,
+                        reference=f"w-{index}-{number}", now=at,
+                    )  # fmt: skip
+                    rewards.capture(db, program=program, redemption_id=redemption.id, now=at)
+            db.commit()
+            return program.code
+    finally:
+        engine.dispose()
+
+
+def test_reward_metrics_match_on_every_backend(database_url: str, rewards_program: str) -> None:
+    """The metrics on the database's backend equal those on DuckDB over the same rows."""
+    with fa.open_database(database_url, program=rewards_program) as data:
+        assert data.redemptions is not None and data.entries is not None
+        got = {name: metric(data) for name, metric in REWARD_METRICS.items()}
+        tables = {
+            name: getattr(data, name).to_pyarrow()
+            for name in ("transactions", "entries", "redemptions")
+        }
+    with fa.open_frames(
+        tables["transactions"],
+        entries=tables["entries"],
+        redemptions=tables["redemptions"],
+        timezone=TIMEZONE,
+        assume_timezone=TIMEZONE,
+    ) as frames:
+        for name, metric in REWARD_METRICS.items():
+            assert_same(got[name], metric(frames), name)
+    cost = got["reward_cost"]
+    assert cost["redemptions"].sum() == 7  # 5 mugs and 2 cashbacks
+    assert set(cost["reward_kind"]) == {"gift", "cashback"}
+    cashback = cost[cost["reward_kind"] == "cashback"]
+    assert cashback["cost"].sum() == Decimal("6.60")  # 2 × 3.30, whatever the points
+    tiers = got["effort_vs_reward"]
+    assert tiers["tier"].tolist()[:2] == ["gold", "silver"] and pd.isna(tiers["tier"].iloc[2])
+    assert tiers["members"].tolist() == [2, 1, 2]
+    assert (tiers["spend"] > 0).all() and (tiers["points_earned"] > 0).all()
+
+
+# --- matched comparison: members against non-members, on every backend -----------------------
+
+MATCHED_MEMBERS = [f"m-{i:02d}" for i in range(0, MEMBERS, 2)]  # the others play non-members
+
+
+def matched(data: fa.AnalyticsData) -> Any:
+    return fa.matched_customers(
+        data.transactions,
+        ibis.memtable({"member_id": MATCHED_MEMBERS}),
+        pre_start="2024-01-01",
+        program_start="2024-10-01",
+        end="2025-07-01",
+        bands=(1, 2),
+    )
+
+
+def test_matched_customers_match_the_reference(opened: fa.AnalyticsData) -> None:
+    with fa.open_frames(reference_frame(), timezone=TIMEZONE) as data:
+        want = matched(data)
+    got = matched(opened)
+    assert_same(got, want, "matched_customers")
+    assert set(got["group"]) == {"program", "comparison"}
+    result = fa.matched_roi(got, cost=Decimal(100), resamples=200)
+    assert result == fa.matched_roi(want, cost=Decimal(100), resamples=200)

@@ -226,3 +226,33 @@ def test_a_local_session_needs_a_core_and_a_partition(argument: str, value: int)
     with pytest.raises(ValidationError) as error:
         fa.spark_session(**{argument: value})
     assert error.value.field == argument
+
+
+def test_the_reward_metrics_match_the_reference(spark: Any) -> None:
+    from tests.unit.analytics import test_rewards as hand
+
+    frames = {"entries": hand.ENTRIES, "redemptions": hand.REDEMPTIONS}
+
+    def figures(data: fa.AnalyticsData) -> dict[str, Any]:
+        assert data.entries is not None and data.redemptions is not None
+        return {
+            "reward_cost": fa.reward_cost(data.redemptions, cost_per_point=hand.COST),
+            "effort_vs_reward": fa.effort_vs_reward(
+                data.transactions, data.entries, cost_per_point=CENT
+            ),
+            "matched_customers": fa.matched_customers(
+                data.transactions,
+                fa.sources.ibis.memtable({"member_id": ["a", "c"]}),
+                pre_start="2025-01-01",
+                program_start="2025-02-01",
+                end="2025-03-01",
+            ),
+        }
+
+    with fa.open_frames(hand.TRANSACTIONS, **frames, timezone=TIMEZONE) as duck:
+        want = figures(duck)
+    with fa.open_spark(hand.TRANSACTIONS, **frames, timezone=TIMEZONE, session=spark) as data:
+        got = figures(data)
+    for name, frame in want.items():
+        assert len(frame) > 0, name
+        assert_same(got[name], frame, name)

@@ -109,7 +109,14 @@ def test_report_from_the_database(tmp_path: Path) -> None:
     figures = json.loads((out / "report.json").read_text())
     assert figures["summary"]["transactions"] == len(PURCHASES)
     assert figures["loyalty_matrix"] is None
+    assert figures["points_liability"] is None  # no cost per point given
     assert "Loyalty report" in (out / "report.html").read_text()
+    priced = invoke("report", "--database-url", url, "--out", str(out), "--cost-per-point", "0.01")
+    assert priced.exit_code == 0, priced.output
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["points_liability"] is not None
+    bad = invoke("report", "--database-url", url, "--out", str(out), "--cost-per-point", "-1")
+    assert bad.exit_code == 2 and "--cost-per-point" in bad.stderr
 
 
 def test_a_bad_language_exits_2_naming_the_option(tmp_path: Path) -> None:
