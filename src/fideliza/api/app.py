@@ -39,7 +39,7 @@ from fideliza.api.routes import (
 )
 from fideliza.api.settings import ApiSettings
 from fideliza.api.telemetry import REQUEST_ID, Telemetry
-from fideliza.api.validation import checked_body
+from fideliza.api.validation import checked_body, document_storable_limits
 from fideliza.config import get_settings
 from fideliza.core.clock import Clock, SystemClock
 from fideliza.db import make_engine, make_session_factory
@@ -222,4 +222,12 @@ def create_app(
         app.include_router(module.router, dependencies=[Depends(checked_body)])
     # One-click unsubscribe (RFC 8058) posts a form, not JSON: no JSON body check there.
     app.include_router(messaging.public_router)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # FastAPI caches the one it generates: amend it once
+            app.openapi_schema = document_storable_limits(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -11,8 +11,10 @@ always a 4xx; a 500 means a bug (logged with its traceback, never shown to the c
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -171,6 +173,36 @@ _HTTP_CODES = {
 }
 
 
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+@functools.cache
+def _template_regex(template: str) -> re.Pattern[str]:
+    literal_parts = re.split(r"\{[^/}]+\}", template)  # around each `{parameter}`
+    return re.compile("[^/]+".join(map(re.escape, literal_parts)))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every documented method of the path (Starlette names only those of its first route).
+
+    A literal path wins over templates it also matches: `/v1/members/lookup` is not a member id.
+    """
+    path = request.url.path
+    paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
+    templates = (
+        [path]
+        if path in paths
+        else [template for template in paths if _template_regex(template).fullmatch(path)]
+    )
+    methods = {
+        method.upper()
+        for template in templates
+        for method in paths[template]
+        if method in _HTTP_METHODS
+    }
+    return ", ".join(sorted(methods))  # no HEAD: FastAPI's routes do not answer it
+
+
 def install(app: FastAPI) -> None:
     """Registers the handlers that turn every error into problem+json."""
 
@@ -200,7 +232,10 @@ def install(app: FastAPI) -> None:
             field=field,
             instance=request.url.path,
         )
-        return render(body, dict(error.headers or {}))
+        headers = dict(error.headers or {})
+        if status == 405 and (allowed := _allowed_methods(request)):  # else Starlette's stays
+            headers["Allow"] = allowed
+        return render(body, headers)
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, error: IntegrityError) -> Response:

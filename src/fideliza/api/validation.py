@@ -8,6 +8,7 @@ Here they become a 422 that names the field.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -68,6 +69,63 @@ def _check_text(text: str, location: tuple[int | str, ...]) -> None:
 
 def _at(location: tuple[int | str, ...]) -> str:
     return field_path(location) or "body"
+
+
+NO_NUL = r"^[^\x00]*$"
+_NOT_SCHEMAS = frozenset({"example", "examples", "default", "enum", "const"})
+_JSON_VALUE = "#/components/schemas/JsonValue"
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value the database can store: no NUL characters, 64-bit integers.",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
+        {"type": "number", "minimum": -MAX_INT, "maximum": MAX_INT},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": _JSON_VALUE}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": _JSON_VALUE},
+        },
+    ],
+}
+
+
+def document_storable_limits(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Writes into an OpenAPI document what `_check_storable` refuses in every request.
+
+    Integers beyond 64 bits and text with NUL characters get a 422 whatever the route, so every
+    integer schema gets exact 64-bit bounds, every free text (and map key) a pattern without NUL,
+    and free-form JSON (`attributes`) the `JsonValue` schema: clients and fuzzers then learn it
+    from the schema rather than from the refusal.
+    """
+    openapi.setdefault("components", {}).setdefault("schemas", {})["JsonValue"] = JSON_VALUE_SCHEMA
+    stack: list[Any] = [openapi]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict) or node is JSON_VALUE_SCHEMA:
+            continue
+        kind = node.get("type")
+        if kind == "integer":
+            _exact_bounds(node)
+        elif kind == "string" and not node.keys() & {"pattern", "format", "enum", "const"}:
+            node["pattern"] = NO_NUL
+        elif kind == "object" and node.get("additionalProperties") not in (None, False):
+            node.setdefault("propertyNames", {"pattern": NO_NUL})
+            if node["additionalProperties"] in (True, {}):
+                node["additionalProperties"] = {"$ref": _JSON_VALUE}
+        stack.extend(value for key, value in node.items() if key not in _NOT_SCHEMAS)
+    return openapi
+
+
+def _exact_bounds(node: dict[str, Any]) -> None:
+    # Pydantic writes `le=2**63 - 1` as the float 2**63: one past what is accepted.
+    node["minimum"] = max(math.ceil(node.get("minimum", -MAX_INT)), -MAX_INT)
+    node["maximum"] = min(math.floor(node.get("maximum", MAX_INT)), MAX_INT)
 
 
 async def checked_body(request: Request) -> Any:

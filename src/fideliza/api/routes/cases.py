@@ -398,18 +398,18 @@ def _page(
     cursor: str | None,
     limit: int,
 ) -> Page[CaseRead]:
-    found = cases.list_cases(
-        db,
-        program_id=program_id,
-        now=now,
-        where=where,
-        before_id=decode_cursor(cursor),
-        limit=limit + 1,
-    )
-    page = found[:limit]
+    def newest(before_id: int | None, count: int) -> list[Case]:
+        return cases.list_cases(
+            db, program_id=program_id, now=now, where=where, before_id=before_id, limit=count
+        )
+
+    # Whether a page follows: not by asking for `limit + 1` rows, which the service refuses for
+    # the largest page (its cap is `limit`'s documented maximum), but by looking one row past.
+    page = newest(decode_cursor(cursor), limit)
+    more = len(page) == limit and bool(newest(page[-1].id, 1))
     return Page[CaseRead](
         items=[case_read(case, now) for case in page],
-        next_cursor=encode_cursor(page[-1].id) if len(found) > limit else None,
+        next_cursor=encode_cursor(page[-1].id) if more else None,
     )
 
 
