@@ -11,6 +11,7 @@ BENCHMARKS = [
     [str(Path(__file__).parent / "bench_clv.py")],
     [str(Path(__file__).parent / "bench_analytics.py")],
     ["-m", "bench.bench_coupons"],
+    ["-m", "bench.bench_messaging"],
     ["-m", "bench.bench_api"],
 ]
 
