@@ -3,9 +3,8 @@ flag-breaches; and the member timeline (`fideliza cases timeline MEMBER`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,14 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from fideliza.core.errors import FidelizaError
+from fideliza.commands import in_program
 
 if TYPE_CHECKING:
     from fideliza.cases.models import Case
 
 app = typer.Typer(no_args_is_help=True, help="Complaints (cases) from open to resolution.")
 console = Console()
-T = TypeVar("T")
 
 # The same options as the rest of `fideliza` (fideliza.cli imports this module, so they are
 # declared here rather than imported from there).
@@ -37,33 +35,6 @@ NowOption = Annotated[
 ActorOption = Annotated[str, typer.Option("--actor", help="Who does this (for the history).")]
 CaseArgument = Annotated[int, typer.Argument(help="The case id.", min=1)]
 NoteOption = Annotated[str | None, typer.Option("--note", help="A note for the history.")]
-
-
-def _in_program(
-    database_url: str | None,
-    program: str | None,
-    now: str | None,
-    work: Callable[[Session, int, datetime], T],
-    *,
-    write: bool = True,
-) -> T:
-    """Runs `work(db, program_id, now)` in one unit of work; a FidelizaError exits with 2."""
-    from fideliza import cli
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
-
-    try:
-        factory = cli._factory(database_url)
-        code = cli._program_code(factory, program)
-        at = cli._now(now)
-        if not write:
-            with factory() as db:
-                return work(db, programs.get_by_code(db, code=code).id, at)
-        with unit_of_work(factory) as db:
-            return work(db, programs.get_by_code(db, code=code).id, at)
-    except FidelizaError as error:
-        cli._fail(error)
-        raise  # _fail exits; this keeps the type checker informed
 
 
 def _member_id(db: Session, program_id: int, external_id: str) -> int:
@@ -132,7 +103,7 @@ def open_case(
             f"resolve by {case.resolution_due_at:%Y-%m-%d %H:%M}Z"
         )
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("assign")
@@ -156,7 +127,7 @@ def assign(
         )  # fmt: skip
         console.print(f"[green]✓[/green] case {case_id} assigned to {owner or 'nobody'}")
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("move")
@@ -179,7 +150,7 @@ def move(
         )  # fmt: skip
         console.print(f"[green]✓[/green] case {case.id} is {case.state}")
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("resolve")
@@ -242,7 +213,7 @@ def resolve(
             + f"; {case.survey_invitations} survey invitation(s)"
         )
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("reopen")
@@ -263,7 +234,7 @@ def reopen(
         )
         console.print(f"[green]✓[/green] case {case.id} reopened ({case.reopen_count} time(s))")
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("note")
@@ -282,7 +253,7 @@ def note(
         cases.add_note(db, program_id=program_id, case_id=case_id, note=text, actor=actor, now=at)
         console.print(f"[green]✓[/green] note added to case {case_id}")
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("show")
@@ -324,7 +295,7 @@ def show(
             )
         console.print(table)
 
-    _in_program(database_url, program, now, work, write=False)
+    in_program(database_url, program, now, work, write=False)
 
 
 @app.command("list")
@@ -361,7 +332,7 @@ def list_cases(
             )
         console.print(table)
 
-    _in_program(database_url, program, now, work, write=False)
+    in_program(database_url, program, now, work, write=False)
 
 
 @app.command("sla")
@@ -387,7 +358,7 @@ def sla(
             f"resolve within {resolve_minutes} min"
         )
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("flag-breaches")
@@ -403,7 +374,7 @@ def flag_breaches(
         count = cases.flag_breaches(db, program_id=program_id, now=at)
         console.print(f"[green]✓[/green] {count} breach(es) recorded")
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("timeline")
@@ -441,4 +412,4 @@ def timeline(
         if page.next_cursor:
             console.print(f"more: --before {page.next_cursor}")
 
-    _in_program(database_url, program, None, work, write=False)
+    in_program(database_url, program, None, work, write=False)

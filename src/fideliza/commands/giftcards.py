@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.orm import Session
 
+from fideliza.commands import run_in_program
 from fideliza.core.errors import FidelizaError
 
 app = typer.Typer(no_args_is_help=True, help="Gift cards and e-wallets.")
@@ -52,21 +53,12 @@ def _in_program(
     *,
     write: bool = True,
 ) -> T:
-    """Runs `work(db, program_id, now)` in one unit of work; a FidelizaError exits with 2."""
+    """`commands.in_program`, telling staff why a card was not accepted."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.giftcards.errors import CardNotAccepted
-    from fideliza.programs import service as programs
 
     try:
-        factory = cli._factory(database_url)
-        code = cli._program_code(factory, program)
-        at = cli._now(now)
-        if not write:  # closing without a commit keeps nothing, and leaves the rows readable
-            with factory() as db:
-                return work(db, programs.get_by_code(db, code=code).id, at)
-        with unit_of_work(factory) as db:
-            return work(db, programs.get_by_code(db, code=code).id, at)
+        return run_in_program(database_url, program, now, work, write=write)
     except CardNotAccepted as refused:
         # Staff see why; a till only ever gets the generic message.
         errors.print(

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from fideliza.commands import in_program
 from fideliza.core.errors import FidelizaError, ValidationError
 
 app = typer.Typer(no_args_is_help=True, help="Personal messages: templates, triggers, sends.")
@@ -24,7 +24,6 @@ triggers_app = typer.Typer(no_args_is_help=True, help="Birthday, expiring points
 app.add_typer(templates_app, name="templates")
 app.add_typer(triggers_app, name="triggers")
 console = Console()
-T = TypeVar("T")
 
 # The same options as the rest of `fideliza` (fideliza.cli imports this module, so they are
 # declared here rather than imported from there).
@@ -41,33 +40,6 @@ NowOption = Annotated[
 KindArgument = Annotated[str, typer.Argument(help="welcome, birthday, tier_up, win_back …")]
 ChannelOption = Annotated[str, typer.Option("--channel", help="email, sms or push.")]
 LocaleOption = Annotated[str, typer.Option("--locale", help="es, en or it.")]
-
-
-def _in_program(
-    database_url: str | None,
-    program: str | None,
-    now: str | None,
-    work: Callable[[Session, int, datetime], T],
-    *,
-    write: bool = True,
-) -> T:
-    """Runs `work(db, program_id, now)` in one unit of work; a FidelizaError exits with 2."""
-    from fideliza import cli
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
-
-    try:
-        factory = cli._factory(database_url)
-        code = cli._program_code(factory, program)
-        at = cli._now(now)
-        if not write:
-            with factory() as db:
-                return work(db, programs.get_by_code(db, code=code).id, at)
-        with unit_of_work(factory) as db:
-            return work(db, programs.get_by_code(db, code=code).id, at)
-    except FidelizaError as error:
-        cli._fail(error)
-        raise  # _fail exits; this keeps the type checker informed
 
 
 def _read(path: Path | None, *, field: str) -> str | None:
@@ -115,7 +87,7 @@ def templates_set(
         )
         console.print(f"saved template {row.kind}/{row.channel}/{row.locale}")
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @templates_app.command("list")
@@ -136,7 +108,7 @@ def templates_list(database_url: DatabaseOption = None, program: ProgramOption =
             )
         console.print(table)
 
-    _in_program(database_url, program, None, work, write=False)
+    in_program(database_url, program, None, work, write=False)
 
 
 @templates_app.command("preview")
@@ -173,7 +145,7 @@ def templates_preview(
             console.print("[bold]HTML:[/bold]")
             console.print(escape(out.body_html), highlight=False)
 
-    _in_program(database_url, program, None, work, write=False)
+    in_program(database_url, program, None, work, write=False)
 
 
 @app.command("config")
@@ -212,7 +184,7 @@ def config(
             )
         console.print_json(json.dumps(current.as_dict()))
 
-    _in_program(database_url, program, now, work, write=changes is not None)
+    in_program(database_url, program, now, work, write=changes is not None)
 
 
 @triggers_app.command("run")
@@ -226,7 +198,7 @@ def triggers_run(
         counts = messaging.evaluate_triggers(db, program_id=program_id, now=at)
         console.print_json(json.dumps(counts))
 
-    _in_program(database_url, program, now, work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("dispatch")
@@ -285,4 +257,4 @@ def send_log(
             )
         console.print(table)
 
-    _in_program(database_url, program, None, work, write=False)
+    in_program(database_url, program, None, work, write=False)
