@@ -24,6 +24,7 @@ from fideliza.commands import messaging as _messaging  # noqa: F401
 from fideliza.commands import referrals as _referrals  # noqa: F401
 from fideliza.commands import rewards as _rewards  # noqa: F401
 from fideliza.commands import surveys as _surveys  # noqa: F401
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.config import get_settings
 from fideliza.core.clock import parse_timestamp
 from fideliza.core.errors import FidelizaError, ValidationError
@@ -55,17 +56,6 @@ app.add_typer(commands.messaging.app, name="messages")
 
 console = Console()
 errors = Console(stderr=True)
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramOption = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-NowOption = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 
 
 def _url(database_url: str | None) -> str:

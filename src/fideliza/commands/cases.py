@@ -13,6 +13,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from fideliza.commands import in_program
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 
 if TYPE_CHECKING:
     from fideliza.cases.models import Case
@@ -20,18 +21,6 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, help="Complaints (cases) from open to resolution.")
 console = Console()
 
-# The same options as the rest of `fideliza` (fideliza.cli imports this module, so they are
-# declared here rather than imported from there).
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramOption = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-NowOption = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 ActorOption = Annotated[str, typer.Option("--actor", help="Who does this (for the history).")]
 CaseArgument = Annotated[int, typer.Argument(help="The case id.", min=1)]
 NoteOption = Annotated[str | None, typer.Option("--note", help="A note for the history.")]

@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from fideliza.commands import in_program
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import ValidationError
+
+if TYPE_CHECKING:
+    from fideliza.coupons.domain import Basket
 
 app = typer.Typer(no_args_is_help=True, help="Coupon campaigns and codes.")
 
-# The shared options and helpers live in fideliza.cli, which imports this module: they are
+# The console and helpers live in fideliza.cli, which imports this module: they are
 # looked up when a command runs, not at import.
-Database = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramCode = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-Now = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 Code = Annotated[str, typer.Argument(help="The coupon code (dashes, spaces and case ignored).")]
 Amount = Annotated[str, typer.Option(help="The basket's amount, e.g. 42.50.")]
 Items = Annotated[
@@ -80,19 +77,15 @@ def create(
         str | None, typer.Option(help="Discounts it may grant a period.")
     ] = None,
     budget_period: Annotated[str, typer.Option(help="total, day, week or month.")] = "total",
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Creates a coupon campaign."""
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         data: dict[str, Any] = {
             "code": code,
             "name": name,
@@ -112,46 +105,39 @@ def create(
         }
         if on_purchase is not None:
             data.update(trigger="purchase", trigger_min_amount=on_purchase)
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            campaign = coupons.create_campaign(
-                db,
-                program_id=found.id,
-                data={k: v for k, v in data.items() if v is not None or k == "max_uses_per_code"},
-                now=cli._now(now),
-                actor="cli",
-            )
-            cli.console.print(f"campaign [bold]{campaign.code}[/bold] created (id {campaign.id})")
+        campaign = coupons.create_campaign(
+            db,
+            program_id=program_id,
+            data={k: v for k, v in data.items() if v is not None or k == "max_uses_per_code"},
+            now=at,
+            actor="cli",
+        )
+        cli.console.print(f"campaign [bold]{campaign.code}[/bold] created (id {campaign.id})")
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("list")
-def list_campaigns(database_url: Database = None, program: ProgramCode = None) -> None:
+def list_campaigns(database_url: DatabaseOption = None, program: ProgramOption = None) -> None:
     """The program's coupon campaigns."""
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        table = Table("id", "code", "name", "discount", "uses/code", "trigger", "active")
+        for campaign in coupons.list_campaigns(db, program_id=program_id):
+            table.add_row(
+                str(campaign.id),
+                campaign.code,
+                escape(campaign.name),
+                escape(json.dumps(campaign.discount)),
+                "∞" if campaign.max_uses_per_code is None else str(campaign.max_uses_per_code),
+                campaign.trigger,
+                "yes" if campaign.active else "no",
+            )
+        cli.console.print(table)
 
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            table = Table("id", "code", "name", "discount", "uses/code", "trigger", "active")
-            for campaign in coupons.list_campaigns(db, program_id=found.id):
-                table.add_row(
-                    str(campaign.id),
-                    campaign.code,
-                    escape(campaign.name),
-                    escape(json.dumps(campaign.discount)),
-                    "∞" if campaign.max_uses_per_code is None else str(campaign.max_uses_per_code),
-                    campaign.trigger,
-                    "yes" if campaign.active else "no",
-                )
-            cli.console.print(table)
-
-    cli._run(work)
+    in_program(database_url, program, None, work, write=False)
 
 
 @app.command("generate")
@@ -161,46 +147,39 @@ def generate(
     out: Annotated[
         Path | None, typer.Option(help="Write the codes here, one a line (default: stdout).")
     ] = None,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Generates unassigned codes in bulk (a million in seconds), with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
 
     if count < 1:
         cli._fail(ValidationError("must be at least 1", field="--count"))
-    factory = cli._factory(database_url)
 
-    def work() -> list[str]:
+    def work(db: Session, program_id: int, at: datetime) -> list[str]:
         shown: list[str] = []
-        with (
-            Progress(
-                "{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=cli.errors,
-            ) as progress,
-            unit_of_work(factory) as db,
-        ):
+        with Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=cli.errors,
+        ) as progress:
             task = progress.add_task("generating", total=count)
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            target = coupons.get_campaign_by_code(db, program_id=found.id, code=campaign)
+            target = coupons.get_campaign_by_code(db, program_id=program_id, code=campaign)
             left = count
             while left:  # all or nothing: one transaction, a million codes per call
                 step = min(left, coupons.MAX_GENERATE)
                 stored = coupons.generate_codes(
                     db,
-                    program_id=found.id,
+                    program_id=program_id,
                     campaign_id=target.id,
                     count=step,
-                    now=cli._now(now),
+                    now=at,
                     actor="cli",
                     on_progress=lambda done: progress.advance(task, done),
                 )
@@ -208,7 +187,7 @@ def generate(
                 left -= step
         return shown
 
-    shown = cli._run(work)
+    shown = in_program(database_url, program, now, work)
     if out is None:
         sys.stdout.write("\n".join(shown) + "\n")
     else:
@@ -216,12 +195,21 @@ def generate(
         cli.errors.print(f"{len(shown):,} codes written to {escape(str(out))}")
 
 
-def _member_id(db: Any, program_id: int, external_id: str | None) -> int | None:
+def _member_id(db: Session, program_id: int, external_id: str | None) -> int | None:
     if external_id is None:
         return None
     from fideliza.members import service as members
 
     return members.find(db, program_id=program_id, external_id=external_id).id
+
+
+def _basket(db: Session, program_id: int, amount: str, items: str | None) -> Basket:
+    """The basket from the command line, in the program's currency."""
+    from fideliza.coupons.domain import parse_basket
+    from fideliza.programs import service as programs
+
+    currency = programs.get(db, program_id=program_id).currency
+    return parse_basket(amount, currency, _json(items, field="--items", kind=list))
 
 
 @app.command("validate")
@@ -230,36 +218,29 @@ def validate(
     amount: Amount,
     items: Items = None,
     member: Member = None,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """What a code would take off a basket, without using it."""
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.coupons.domain import parse_basket
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        quote = coupons.validate(
+            db,
+            program_id=program_id,
+            code=code,
+            basket=_basket(db, program_id, amount, items),
+            now=at,
+            member_id=_member_id(db, program_id, member),
+        )
+        cli.console.print(
+            f"{quote.code} ({quote.campaign_code}): "
+            f"[bold]{quote.discount} {quote.currency}[/bold] off"
+        )
 
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            basket = parse_basket(amount, found.currency, _json(items, field="--items", kind=list))
-            quote = coupons.validate(
-                db,
-                program_id=found.id,
-                code=code,
-                basket=basket,
-                now=cli._now(now),
-                member_id=_member_id(db, found.id, member),
-            )
-            cli.console.print(
-                f"{quote.code} ({quote.campaign_code}): "
-                f"[bold]{quote.discount} {quote.currency}[/bold] off"
-            )
-
-    cli._run(work)
+    in_program(database_url, program, now, work, write=False)
 
 
 @app.command("redeem")
@@ -269,99 +250,78 @@ def redeem(
     purchase: Annotated[str | None, typer.Option(help="The till's transaction id.")] = None,
     items: Items = None,
     member: Member = None,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Uses a code on a purchase (the same code and purchase again replays)."""
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.coupons.domain import parse_basket
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        done = coupons.redeem(
+            db,
+            program_id=program_id,
+            code=code,
+            basket=_basket(db, program_id, amount, items),
+            now=at,
+            member_id=_member_id(db, program_id, member),
+            purchase_external_id=purchase,
+        )
+        again = " (already redeemed: replayed)" if done.replayed else ""
+        cli.console.print(
+            f"{done.code}: [bold]{done.discount} {done.currency}[/bold] off, "
+            f"redemption {done.redemption_id}{again}"
+        )
 
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            basket = parse_basket(amount, found.currency, _json(items, field="--items", kind=list))
-            done = coupons.redeem(
-                db,
-                program_id=found.id,
-                code=code,
-                basket=basket,
-                now=cli._now(now),
-                member_id=_member_id(db, found.id, member),
-                purchase_external_id=purchase,
-            )
-            again = " (already redeemed: replayed)" if done.replayed else ""
-            cli.console.print(
-                f"{done.code}: [bold]{done.discount} {done.currency}[/bold] off, "
-                f"redemption {done.redemption_id}{again}"
-            )
-
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("show")
 def show(
     code: Code,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """The exact state of a code (admin): usable, unknown, expired, used_up, voided …"""
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            state = coupons.inspect(db, program_id=found.id, code=code, now=cli._now(now))
-            cli.console.print(f"{state.code}: [bold]{state.state}[/bold]")
-            if not state.found:
-                return
-            uses = "∞" if state.max_uses is None else str(state.max_uses)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        state = coupons.inspect(db, program_id=program_id, code=code, now=at)
+        cli.console.print(f"{state.code}: [bold]{state.state}[/bold]")
+        if not state.found:
+            return
+        uses = "∞" if state.max_uses is None else str(state.max_uses)
+        cli.console.print(
+            f"campaign {state.campaign_code}, uses {state.uses}/{uses}, "
+            f"member {state.member_id or '-'}, valid {state.valid_from or '-'} → "
+            f"{state.valid_until or '-'}, source {state.source}"
+        )
+        for line in state.redemptions:
+            restored = f", restored {line['restored_at']}" if line["restored_at"] else ""
             cli.console.print(
-                f"campaign {state.campaign_code}, uses {state.uses}/{uses}, "
-                f"member {state.member_id or '-'}, valid {state.valid_from or '-'} → "
-                f"{state.valid_until or '-'}, source {state.source}"
+                f"  redeemed {line['redeemed_at']} on {line['purchase'] or '-'}: "
+                f"{line['discount']}{restored}"
             )
-            for line in state.redemptions:
-                restored = f", restored {line['restored_at']}" if line["restored_at"] else ""
-                cli.console.print(
-                    f"  redeemed {line['redeemed_at']} on {line['purchase'] or '-'}: "
-                    f"{line['discount']}{restored}"
-                )
 
-    cli._run(work)
+    in_program(database_url, program, now, work, write=False)
 
 
 @app.command("void")
 def void(
     code: Code,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Voids a code (leaked, issued by mistake): refused from now on."""
     from fideliza import cli
     from fideliza.coupons import service as coupons
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        state = coupons.void_code(db, program_id=program_id, code=code, now=at, actor="cli")
+        cli.console.print(f"{state.code}: [bold]{state.state}[/bold]")
 
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            state = coupons.void_code(
-                db, program_id=found.id, code=code, now=cli._now(now), actor="cli"
-            )
-            cli.console.print(f"{state.code}: [bold]{state.state}[/bold]")
-
-    cli._run(work)
+    in_program(database_url, program, now, work)

@@ -14,6 +14,7 @@ from rich.markup import escape
 from sqlalchemy.orm import Session
 
 from fideliza.commands import run_in_program
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import FidelizaError
 
 app = typer.Typer(no_args_is_help=True, help="Gift cards and e-wallets.")
@@ -21,18 +22,6 @@ console = Console()
 errors = Console(stderr=True)
 T = TypeVar("T")
 
-# The same options as the rest of `fideliza` (fideliza.cli imports this module, so they are
-# declared here rather than imported from there).
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramOption = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-NowOption = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 CodeArgument = Annotated[str, typer.Argument(help="The card's code (spaces and dashes ignored).")]
 PinOption = Annotated[str | None, typer.Option("--pin", help="The card's PIN, if it has one.")]
 AmountArgument = Annotated[str, typer.Argument(help="An amount, e.g. 12.50 (never a float).")]

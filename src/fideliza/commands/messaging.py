@@ -16,6 +16,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from fideliza.commands import in_program
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import FidelizaError, ValidationError
 
 app = typer.Typer(no_args_is_help=True, help="Personal messages: templates, triggers, sends.")
@@ -25,18 +26,6 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(triggers_app, name="triggers")
 console = Console()
 
-# The same options as the rest of `fideliza` (fideliza.cli imports this module, so they are
-# declared here rather than imported from there).
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramOption = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-NowOption = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 KindArgument = Annotated[str, typer.Argument(help="welcome, birthday, tier_up, win_back …")]
 ChannelOption = Annotated[str, typer.Option("--channel", help="email, sms or push.")]
 LocaleOption = Annotated[str, typer.Option("--locale", help="es, en or it.")]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from fideliza.commands import in_program
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import ValidationError
 
 app = typer.Typer(no_args_is_help=True, help="Referrals and lifecycle bonuses.")
@@ -16,18 +20,8 @@ lifecycle_app = typer.Typer(
     no_args_is_help=True, help="Welcome, birthday, anniversary and appreciation-day bonuses."
 )
 
-# The shared options and helpers live in fideliza.cli, which imports this module: they are
+# The console and helpers live in fideliza.cli, which imports this module: they are
 # looked up when a command runs, not at import.
-Database = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramCode = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-Now = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 MemberId = Annotated[str, typer.Option("--id", help="The business's member id.")]
 ConfigText = Annotated[
     str,
@@ -55,54 +49,44 @@ def _config(raw: str) -> dict[str, Any]:
 @app.command("configure")
 def configure(
     config: ConfigText,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Sets who gets what and when, e.g. '{"trigger": "first_purchase", "referrer_points": 500}'."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.programs import service as programs
     from fideliza.referrals import service as referrals
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         data = _config(config)
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            saved = referrals.configure(
-                db, program=found, config=data, now=cli._now(now), actor="cli"
-            )
+        found = programs.get(db, program_id=program_id)
+        saved = referrals.configure(db, program=found, config=data, now=at, actor="cli")
         cli.console.print_json(saved.model_dump_json())
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("code")
 def code(
     external_id: MemberId,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Shows a member's referral code (created the first time)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.members import service as members
     from fideliza.programs import service as programs
     from fideliza.referrals import service as referrals
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            member = members.find(db, program_id=found.id, external_id=external_id)
-            value = referrals.code_for(db, program=found, member=member, now=cli._now(now))
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        found = programs.get(db, program_id=program_id)
+        member = members.find(db, program_id=program_id, external_id=external_id)
+        value = referrals.code_for(db, program=found, member=member, now=at)
         cli.console.print(referrals.display(value))
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("enrol")
@@ -114,19 +98,16 @@ def enrol(
     email: Annotated[str | None, typer.Option(help="E-mail.")] = None,
     phone: Annotated[str | None, typer.Option(help="Phone.")] = None,
     birthday: Annotated[str | None, typer.Option(help="YYYY-MM-DD.")] = None,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Enrols a new member with a referral code (refused, with nothing written, if it is bad)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.programs import service as programs
     from fideliza.referrals import service as referrals
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         profile = {
             "external_id": external_id,
             "first_name": first_name,
@@ -135,22 +116,21 @@ def enrol(
             "phone": phone,
             "birthday": birthday,
         }
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            member, referral, created = referrals.enrol_with_referral(
-                db,
-                program=found,
-                data={k: v for k, v in profile.items() if v is not None},
-                referral_code=referral_code,
-                now=cli._now(now),
-            )
+        found = programs.get(db, program_id=program_id)
+        member, referral, created = referrals.enrol_with_referral(
+            db,
+            program=found,
+            data={k: v for k, v in profile.items() if v is not None},
+            referral_code=referral_code,
+            now=at,
+        )
         verb = "enrolled" if created else "was already enrolled"
         reason = f" ({referral.reject_reason})" if referral.reject_reason else ""
         cli.console.print(
             f"member {member.external_id} {verb}; referral {referral.id} {referral.state}{reason}"
         )
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("list")
@@ -162,8 +142,8 @@ def list_referrals(
         str | None, typer.Option(help="pending, qualified, rewarded or rejected.")
     ] = None,
     limit: Annotated[int, typer.Option(help="How many to show.")] = 100,
-    database_url: Database = None,
-    program: ProgramCode = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
 ) -> None:
     """Lists referrals, oldest first."""
     from sqlalchemy import select
@@ -171,107 +151,86 @@ def list_referrals(
     from fideliza import cli
     from fideliza.members import service as members
     from fideliza.members.models import Member
-    from fideliza.programs import service as programs
     from fideliza.referrals import service as referrals
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            member_id = (
-                members.find(db, program_id=found.id, external_id=external_id).id
-                if external_id
-                else None
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        member_id = (
+            members.find(db, program_id=program_id, external_id=external_id).id
+            if external_id
+            else None
+        )
+        rows = referrals.list_referrals(
+            db, program_id=program_id, member_id=member_id, state=state, limit=limit
+        )
+        ids = {r.referrer_member_id for r in rows} | {r.referred_member_id for r in rows}
+        names = {
+            member_id: external
+            for member_id, external in db.execute(
+                select(Member.id, Member.external_id).where(Member.id.in_(ids))
             )
-            rows = referrals.list_referrals(
-                db, program_id=found.id, member_id=member_id, state=state, limit=limit
+        }
+        table = Table("id", "referrer", "referred", "state", "linked", "due", "points")
+        for r in rows:
+            table.add_row(
+                str(r.id),
+                names.get(r.referrer_member_id, "?"),
+                names.get(r.referred_member_id, "?"),
+                r.state + (f" ({r.reject_reason})" if r.reject_reason else ""),
+                f"{r.linked_at:%Y-%m-%d}",
+                f"{r.due_at:%Y-%m-%d}" if r.due_at else "-",
+                f"{r.referrer_points}+{r.referred_points}" if r.rewarded_at else "-",
             )
-            ids = {r.referrer_member_id for r in rows} | {r.referred_member_id for r in rows}
-            names = {
-                member_id: external
-                for member_id, external in db.execute(
-                    select(Member.id, Member.external_id).where(Member.id.in_(ids))
-                )
-            }
-            table = Table("id", "referrer", "referred", "state", "linked", "due", "points")
-            for r in rows:
-                table.add_row(
-                    str(r.id),
-                    names.get(r.referrer_member_id, "?"),
-                    names.get(r.referred_member_id, "?"),
-                    r.state + (f" ({r.reject_reason})" if r.reject_reason else ""),
-                    f"{r.linked_at:%Y-%m-%d}",
-                    f"{r.due_at:%Y-%m-%d}" if r.due_at else "-",
-                    f"{r.referrer_points}+{r.referred_points}" if r.rewarded_at else "-",
-                )
-            cli.console.print(table)
+        cli.console.print(table)
 
-    cli._run(work)
+    in_program(database_url, program, None, work, write=False)
 
 
 @app.command("pay-due")
-def pay_due(database_url: Database = None, program: ProgramCode = None, now: Now = None) -> None:
+def pay_due(
+    database_url: DatabaseOption = None, program: ProgramOption = None, now: NowOption = None
+) -> None:
     """Pays the referral rewards now due (safe to run twice, and by several workers)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
     from fideliza.referrals import service as referrals
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            paid = referrals.pay_due(db, program_id=found.id, now=cli._now(now))
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        paid = referrals.pay_due(db, program_id=program_id, now=at)
         cli.console.print(f"{paid} referrals rewarded")
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @lifecycle_app.command("configure")
 def lifecycle_configure(
     config: ConfigText,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Sets the bonuses, e.g. '{"welcome_points": 100, "birthday": {"points": 200}}'."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.lifecycle import service as lifecycle
     from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         data = _config(config)
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            saved = lifecycle.configure(
-                db, program=found, config=data, now=cli._now(now), actor="cli"
-            )
+        found = programs.get(db, program_id=program_id)
+        saved = lifecycle.configure(db, program=found, config=data, now=at, actor="cli")
         cli.console.print_json(saved.model_dump_json())
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @lifecycle_app.command("run")
 def lifecycle_run(
-    database_url: Database = None, program: ProgramCode = None, now: Now = None
+    database_url: DatabaseOption = None, program: ProgramOption = None, now: NowOption = None
 ) -> None:
     """Grants the bonuses now due (idempotent per period; safe with several workers)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.lifecycle import service as lifecycle
-    from fideliza.programs import service as programs
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            counts = lifecycle.run_due(db, program_id=found.id, now=cli._now(now))
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        counts = lifecycle.run_due(db, program_id=program_id, now=at)
         cli.console.print_json(json.dumps(counts))
 
-    cli._run(work)
+    in_program(database_url, program, now, work)

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from fideliza.commands import in_program
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import ValidationError
 
 app = typer.Typer(no_args_is_help=True, help="Rewards catalog and redemptions.")
 
-# The shared options and helpers live in fideliza.cli, which imports this module: they are
+# The console and helpers live in fideliza.cli, which imports this module: they are
 # looked up when a command runs, not at import.
-Database = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramCode = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-Now = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 MemberId = Annotated[str, typer.Option("--id", help="The business's member id.")]
 
 
@@ -84,19 +78,16 @@ def add(
     attributes: Annotated[
         str | None, typer.Option(help='JSON object, e.g. \'{"date": "2025-04-02"}\'.')
     ] = None,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Adds a reward to the catalog."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.programs import service as programs
     from fideliza.rewards import service as rewards
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         data: dict[str, Any] = {
             "code": code,
             "name": name,
@@ -117,62 +108,58 @@ def add(
             "description": description,
             "attributes": _json_object(attributes, field="--attributes"),
         }
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            reward = rewards.create_reward(
-                db,
-                program=found,
-                data={k: v for k, v in data.items() if v is not None},
-                now=cli._now(now),
-                actor="cli",
-            )
-            cli.console.print(f"reward [bold]{reward.code}[/bold] added (id {reward.id})")
+        found = programs.get(db, program_id=program_id)
+        reward = rewards.create_reward(
+            db,
+            program=found,
+            data={k: v for k, v in data.items() if v is not None},
+            now=at,
+            actor="cli",
+        )
+        cli.console.print(f"reward [bold]{reward.code}[/bold] added (id {reward.id})")
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("list")
-def list_catalog(database_url: Database = None, program: ProgramCode = None) -> None:
+def list_catalog(database_url: DatabaseOption = None, program: ProgramOption = None) -> None:
     """The program's catalog."""
     from fideliza import cli
     from fideliza.programs import service as programs
     from fideliza.rewards import service as rewards
 
-    factory = cli._factory(database_url)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        found = programs.get(db, program_id=program_id)
+        table = Table("id", "code", "name", "kind", "points", "stock", "limits", "active")
+        for reward in rewards.list_rewards(db, program_id=program_id):
+            limits = []
+            if reward.limit_per_member is not None:
+                limits.append(f"{reward.limit_per_member}/member/{reward.limit_period}")
+            if reward.budget_points is not None:
+                limits.append(f"{reward.budget_points} pts/{reward.budget_period}")
+            if reward.budget_money is not None:
+                limits.append(f"{reward.budget_money} {found.currency}/{reward.budget_period}")
+            table.add_row(
+                str(reward.id),
+                reward.code,
+                escape(reward.name),
+                reward.kind,
+                str(reward.points_cost),
+                "∞" if reward.stock is None else str(reward.stock),
+                ", ".join(limits) or "-",
+                "yes" if reward.active else "no",
+            )
+        cli.console.print(table)
 
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            table = Table("id", "code", "name", "kind", "points", "stock", "limits", "active")
-            for reward in rewards.list_rewards(db, program_id=found.id):
-                limits = []
-                if reward.limit_per_member is not None:
-                    limits.append(f"{reward.limit_per_member}/member/{reward.limit_period}")
-                if reward.budget_points is not None:
-                    limits.append(f"{reward.budget_points} pts/{reward.budget_period}")
-                if reward.budget_money is not None:
-                    limits.append(f"{reward.budget_money} {found.currency}/{reward.budget_period}")
-                table.add_row(
-                    str(reward.id),
-                    reward.code,
-                    escape(reward.name),
-                    reward.kind,
-                    str(reward.points_cost),
-                    "∞" if reward.stock is None else str(reward.stock),
-                    ", ".join(limits) or "-",
-                    "yes" if reward.active else "no",
-                )
-            cli.console.print(table)
-
-    cli._run(work)
+    in_program(database_url, program, None, work, write=False)
 
 
 @app.command("catalog")
 def catalog(
     external_id: MemberId,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """What a member can afford and redeem now, and how far the next reward is."""
     from fideliza import cli
@@ -180,35 +167,32 @@ def catalog(
     from fideliza.programs import service as programs
     from fideliza.rewards import service as rewards
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            member = members.find(db, program_id=found.id, external_id=external_id)
-            view = rewards.member_catalog(db, program=found, member_id=member.id, now=cli._now(now))
-            cli.console.print(
-                f"{escape(external_id)}: [bold]{view.points_available}[/bold] "
-                f"{found.points_name} available; tier {view.tier_code or '-'}"
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        found = programs.get(db, program_id=program_id)
+        member = members.find(db, program_id=program_id, external_id=external_id)
+        view = rewards.member_catalog(db, program=found, member_id=member.id, now=at)
+        cli.console.print(
+            f"{escape(external_id)}: [bold]{view.points_available}[/bold] "
+            f"{found.points_name} available; tier {view.tier_code or '-'}"
+        )
+        table = Table("code", "name", "points", "affordable", "eligible", "missing")
+        for entry in view.rewards:
+            table.add_row(
+                entry.reward.code,
+                escape(entry.reward.name),
+                str(entry.points_cost),
+                "yes" if entry.affordable else "no",
+                "yes" if entry.eligible else f"no: {escape(entry.reason or '')}",
+                str(entry.points_missing),
             )
-            table = Table("code", "name", "points", "affordable", "eligible", "missing")
-            for entry in view.rewards:
-                table.add_row(
-                    entry.reward.code,
-                    escape(entry.reward.name),
-                    str(entry.points_cost),
-                    "yes" if entry.affordable else "no",
-                    "yes" if entry.eligible else f"no: {escape(entry.reason or '')}",
-                    str(entry.points_missing),
-                )
-            cli.console.print(table)
-            if view.next_reward is not None:
-                cli.console.print(
-                    f"next reward: [bold]{escape(view.next_reward.reward.name)}[/bold], "
-                    f"{view.next_reward.points_missing} {found.points_name} away"
-                )
+        cli.console.print(table)
+        if view.next_reward is not None:
+            cli.console.print(
+                f"next reward: [bold]{escape(view.next_reward.reward.name)}[/bold], "
+                f"{view.next_reward.points_missing} {found.points_name} away"
+            )
 
-    cli._run(work)
+    in_program(database_url, program, now, work, write=False)
 
 
 @app.command("redeem")
@@ -219,47 +203,42 @@ def redeem(
         str, typer.Option(help="Your id of this redemption: a retry with it redeems once.")
     ],
     capture: Annotated[bool, typer.Option("--capture", help="Capture at once (one step).")] = False,
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Holds a reward's points and stock for a member (and captures it with --capture)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.members import service as members
     from fideliza.programs import service as programs
     from fideliza.rewards import service as rewards
 
-    factory = cli._factory(database_url)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        found = programs.get(db, program_id=program_id)
+        member = members.find(db, program_id=program_id, external_id=external_id)
+        chosen = rewards.find_reward(db, program_id=program_id, ref=reward)
+        redemption, created = rewards.redeem(
+            db,
+            program=found,
+            member_id=member.id,
+            reward_id=chosen.id,
+            reference=reference,
+            now=at,
+            actor="cli",
+        )
+        if capture and redemption.status == "held":
+            rewards.capture(db, program=found, redemption_id=redemption.id, now=at, actor="cli")
+        _show(cli, redemption, replayed=not created)
 
-    def work() -> None:
-        at = cli._now(now)
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            member = members.find(db, program_id=found.id, external_id=external_id)
-            chosen = rewards.find_reward(db, program_id=found.id, ref=reward)
-            redemption, created = rewards.redeem(
-                db,
-                program=found,
-                member_id=member.id,
-                reward_id=chosen.id,
-                reference=reference,
-                now=at,
-                actor="cli",
-            )
-            if capture and redemption.status == "held":
-                rewards.capture(db, program=found, redemption_id=redemption.id, now=at, actor="cli")
-            _show(cli, redemption, replayed=not created)
-
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("capture")
 def capture(
     redemption_id: Annotated[int, typer.Argument(help="The redemption's id.")],
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Captures a held redemption: points spent, reward fulfilled."""
     _settle("capture", redemption_id, database_url, program, now)
@@ -268,9 +247,9 @@ def capture(
 @app.command("release")
 def release(
     redemption_id: Annotated[int, typer.Argument(help="The redemption's id.")],
-    database_url: Database = None,
-    program: ProgramCode = None,
-    now: Now = None,
+    database_url: DatabaseOption = None,
+    program: ProgramOption = None,
+    now: NowOption = None,
 ) -> None:
     """Releases a held redemption: points, stock and budget go back."""
     _settle("release", redemption_id, database_url, program, now)
@@ -280,22 +259,17 @@ def _settle(
     action: str, redemption_id: int, database_url: str | None, program: str | None, now: str | None
 ) -> None:
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.programs import service as programs
     from fideliza.rewards import service as rewards
 
-    factory = cli._factory(database_url)
     settle = rewards.capture if action == "capture" else rewards.release
 
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            redemption = settle(
-                db, program=found, redemption_id=redemption_id, now=cli._now(now), actor="cli"
-            )
-            _show(cli, redemption, replayed=False)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        found = programs.get(db, program_id=program_id)
+        redemption = settle(db, program=found, redemption_id=redemption_id, now=at, actor="cli")
+        _show(cli, redemption, replayed=False)
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 def _show(cli: Any, redemption: Any, *, replayed: bool) -> None:

@@ -9,22 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import ValidationError
 
 app = typer.Typer(no_args_is_help=True, help="Surveys (NPS, CSAT) and their answers.")
 
 # The shared helpers live in fideliza.cli, which imports this module: import them when a
 # command runs, never at import time.
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="FIDELIZA_DATABASE_URL", help="SQLAlchemy URL."),
-]
-ProgramOption = Annotated[
-    str | None, typer.Option("--program", "-p", help="Program code (default: the only one).")
-]
-NowOption = Annotated[
-    str | None, typer.Option("--now", help="Run as of this ISO 8601 instant (default: the clock).")
-]
 
 
 def _read_json(file: Path) -> dict[str, Any]:
