@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from sqlalchemy.orm import Session
 
+from fideliza.commands import in_program
 from fideliza.commands.options import DatabaseOption, NowOption, ProgramOption
 from fideliza.core.errors import ValidationError
 
@@ -39,25 +42,19 @@ def define(
 ) -> None:
     """Adds a survey, or a new version of one, from a JSON file (errors name the path)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.programs import service as programs
     from fideliza.surveys import service as surveys
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         definition = _read_json(file)
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            survey = surveys.define(
-                db, program=found, definition=definition, now=cli._now(now), actor="cli"
-            )
-            cli.console.print(
-                f"survey [bold]{survey.code}[/bold] version {survey.version} "
-                f"({survey.kind}, sent on {survey.trigger})"
-            )
+        found = programs.get(db, program_id=program_id)
+        survey = surveys.define(db, program=found, definition=definition, now=at, actor="cli")
+        cli.console.print(
+            f"survey [bold]{survey.code}[/bold] version {survey.version} "
+            f"({survey.kind}, sent on {survey.trigger})"
+        )
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("list")
@@ -68,15 +65,10 @@ def list_command(
 ) -> None:
     """Lists the program's surveys."""
     from fideliza import cli
-    from fideliza.programs import service as programs
     from fideliza.surveys import service as surveys
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            rows = surveys.list_surveys(db, program_id=found.id, include_retired=all_versions)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        rows = surveys.list_surveys(db, program_id=program_id, include_retired=all_versions)
         table = Table("code", "version", "kind", "trigger", "active", "created")
         for survey in rows:
             table.add_row(
@@ -89,7 +81,7 @@ def list_command(
             )
         cli.console.print(table if rows else "no surveys yet")
 
-    cli._run(work)
+    in_program(database_url, program, None, work, write=False)
 
 
 @app.command("invite-due")
@@ -100,19 +92,13 @@ def invite_due(
 ) -> None:
     """Invites the members due for a purchase or relationship survey (safe to rerun)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
-    from fideliza.programs import service as programs
     from fideliza.surveys import service as surveys
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            count = surveys.invite_due(db, program_id=found.id, now=cli._now(now))
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        count = surveys.invite_due(db, program_id=program_id, now=at)
         cli.console.print(f"{count} invitation(s) made")
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("link")
@@ -128,33 +114,27 @@ def link(
 ) -> None:
     """Invites a member by hand and prints the single-use answer link (needs the secret key)."""
     from fideliza import cli
-    from fideliza.db import unit_of_work
     from fideliza.members import service as members
-    from fideliza.programs import service as programs
     from fideliza.surveys import service as surveys
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
+    def work(db: Session, program_id: int, at: datetime) -> None:
         settings = surveys.SurveySettings()
         settings.secret()  # fail before writing anything when links cannot be signed
-        with unit_of_work(factory) as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            person = members.find(db, program_id=found.id, external_id=member)
-            invitation = surveys.invite(
-                db,
-                program_id=found.id,
-                survey_code=survey,
-                member=person,
-                source_ref=ref,
-                now=cli._now(now),
-            )
-            url = surveys.link_of(invitation, settings=settings)
+        person = members.find(db, program_id=program_id, external_id=member)
+        invitation = surveys.invite(
+            db,
+            program_id=program_id,
+            survey_code=survey,
+            member=person,
+            source_ref=ref,
+            now=at,
+        )
+        url = surveys.link_of(invitation, settings=settings)
         state = "answered" if invitation.answered_at else f"until {invitation.expires_at:%Y-%m-%d}"
         cli.console.print(url, soft_wrap=True)
         cli.errors.print(f"invitation {invitation.id} ({state})")
 
-    cli._run(work)
+    in_program(database_url, program, now, work)
 
 
 @app.command("scores")
@@ -172,12 +152,9 @@ def scores_command(
     from fideliza.programs import service as programs
     from fideliza.surveys.scores import scores
 
-    factory = cli._factory(database_url)
-
-    def work() -> None:
-        with factory() as db:
-            found = programs.get_by_code(db, code=cli._program_code(factory, program))
-            rows = scores(db, program=found, kind=kind, period=period, by=by)
+    def work(db: Session, program_id: int, at: datetime) -> None:
+        found = programs.get(db, program_id=program_id)
+        rows = scores(db, program=found, kind=kind, period=period, by=by)
         table = Table("period", by or "group", "responses", kind.upper(), "95 % interval", "change")
         for row in rows:
             change = "" if row.change is None else f"{row.change:+}"
@@ -191,4 +168,4 @@ def scores_command(
             )
         cli.console.print(table if rows else f"no {kind} answers yet")
 
-    cli._run(work)
+    in_program(database_url, program, None, work, write=False)
