@@ -713,7 +713,8 @@ def _replay(
 
 
 def restore_for_return(db: Session, *, program_id: int, purchase_id: int, now: datetime) -> int:
-    """Gives back the coupons used on a purchase, as each campaign's return policy says.
+    """Gives back the coupons used on a purchase, as each campaign's return policy says, and
+    voids the unused next-order coupons the purchase no longer earns.
 
     Call after the return is recorded: `full_return` campaigns look at what is left of it.
     Returns how many coupons were restored.
@@ -721,6 +722,7 @@ def restore_for_return(db: Session, *, program_id: int, purchase_id: int, now: d
     purchase = db.get(Purchase, purchase_id)
     if purchase is None or purchase.program_id != program_id:
         raise NotFound(f"purchase {purchase_id} does not exist", field="purchase_id")
+    _void_unearned(db, purchase=purchase, now=now)
     fully_returned = purchase.amount_returned >= purchase.amount
     standing = db.execute(
         select(CouponRedemption, CouponCampaign)
@@ -769,6 +771,40 @@ def restore_for_return(db: Session, *, program_id: int, purchase_id: int, now: d
         )
     db.flush()
     return restored
+
+
+def _void_unearned(db: Session, *, purchase: Purchase, now: datetime) -> int:
+    """Voids the unused next-order coupons of a purchase whose kept amount no longer reaches
+    the campaign's threshold (all of them once it is fully returned); a used one stays used."""
+    kept = purchase.amount - purchase.amount_returned
+    issued = db.execute(
+        select(CouponCode, CouponCampaign)
+        .join(CouponCampaign, CouponCampaign.id == CouponCode.campaign_id)
+        .where(
+            CouponCode.program_id == purchase.program_id,
+            CouponCode.source_ref == f"purchase:{purchase.id}",
+            CouponCode.uses == 0,
+            CouponCode.voided_at.is_(None),
+        )
+        .order_by(CouponCode.id)
+    ).all()
+    voided = 0
+    for code, campaign in issued:
+        threshold = campaign.trigger_min_amount
+        if kept > 0 and (threshold is None or kept >= threshold):
+            continue
+        code.voided_at = now
+        voided += 1
+        programs.audit(
+            db,
+            program_id=purchase.program_id,
+            action="fideliza.coupon_code.voided",
+            subject=str(code.id),
+            now=now,
+            actor="return",
+            data={"purchase": purchase.external_id, "reason": "purchase returned"},
+        )
+    return voided
 
 
 # --- admin -----------------------------------------------------------------------------------

@@ -1,15 +1,11 @@
-"""Coupons through the purchase flow: a purchase issues next-order coupons, a return restores.
-
-Runs once `purchases.service` calls `coupons.issue_for_purchase` and
-`coupons.restore_for_return` (the wiring is the lead's, in a shared file).
-"""
+"""Coupons through the purchase flow: a purchase issues next-order coupons, a return restores
+the coupons used on it and voids the unused ones it no longer earns."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,10 +13,6 @@ from fideliza.coupons import service as coupons
 from fideliza.coupons.models import CouponCode
 from fideliza.purchases import service as purchases
 from tests.integration.coupons.builders import basket, campaign, shop
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(purchases, "coupons"), reason="purchases.service does not call coupons yet"
-)
 
 
 def _buy(db: Session, program, member, external_id: str, amount: str, now: datetime) -> None:  # type: ignore[no-untyped-def]
@@ -75,3 +67,66 @@ def test_a_full_return_gives_the_coupon_back(db: Session, now: datetime) -> None
         amount=Decimal("30.00"),
     )
     assert coupons.inspect(db, program_id=program.id, code=code, now=now).state == "usable"
+
+
+def _return(db: Session, program, purchase: str, amount: str, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    purchases.record_return(
+        db,
+        program=program,
+        purchase_external_id=purchase,
+        external_id=f"r-{purchase}-{amount}",
+        occurred_at=now,
+        now=now,
+        amount=Decimal(amount),
+    )
+
+
+def _issued_state(db: Session, program, offer, now: datetime) -> list[str]:  # type: ignore[no-untyped-def]
+    found = db.scalars(select(CouponCode).where(CouponCode.campaign_id == offer.id)).all()
+    return [
+        coupons.inspect(db, program_id=program.id, code=code.code, now=now).state for code in found
+    ]
+
+
+def test_a_return_below_the_threshold_voids_the_unused_next_order_coupon(
+    db: Session, now: datetime
+) -> None:
+    program, member = shop(db, now)
+    offer = campaign(db, program, now, trigger="purchase", trigger_min_amount="30.00")
+    _buy(db, program, member, "p-1", "50.00", now)
+    _return(db, program, "p-1", "20.00", now)  # keeps 30.00: still earned
+    assert _issued_state(db, program, offer, now) == ["usable"]
+    _return(db, program, "p-1", "0.01", now)  # keeps 29.99: no longer
+    assert _issued_state(db, program, offer, now) == ["voided"]
+
+
+def test_a_full_return_voids_a_next_order_coupon_without_threshold(
+    db: Session, now: datetime
+) -> None:
+    program, member = shop(db, now)
+    offer = campaign(db, program, now, trigger="purchase")
+    _buy(db, program, member, "p-1", "10.00", now)
+    _return(db, program, "p-1", "9.99", now)
+    assert _issued_state(db, program, offer, now) == ["usable"]
+    _return(db, program, "p-1", "0.01", now)
+    assert _issued_state(db, program, offer, now) == ["voided"]
+
+
+def test_a_next_order_coupon_already_used_stays_used_after_the_return(
+    db: Session, now: datetime
+) -> None:
+    program, member = shop(db, now)
+    offer = campaign(db, program, now, trigger="purchase")
+    _buy(db, program, member, "p-1", "10.00", now)
+    (issued,) = db.scalars(select(CouponCode).where(CouponCode.campaign_id == offer.id)).all()
+    coupons.redeem(
+        db,
+        program_id=program.id,
+        code=issued.code,
+        basket=basket("40.00"),
+        now=now,
+        member_id=member.id,
+        purchase_external_id="p-2",
+    )
+    _return(db, program, "p-1", "10.00", now)
+    assert _issued_state(db, program, offer, now) == ["used_up"]
