@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -536,22 +536,30 @@ def report_command(
             dir_okay=False,
         ),
     ] = None,
+    clv_horizon_months: Annotated[
+        int,
+        typer.Option("--clv-horizon-months", help="Months ahead the CLV section values."),
+    ] = 12,
+    discount_rate: Annotated[
+        str,
+        typer.Option(
+            "--discount-rate", help="Monthly discount rate of the CLV section (0.01 = 1 % a month)."
+        ),
+    ] = "0.01",
 ) -> None:
     """Writes the loyalty report: one self-contained HTML page and a JSON of every figure."""
     from fideliza.analytics import open_database, open_files, open_spark
+    from fideliza.analytics.lifetime import check_clv_options
     from fideliza.analytics.report import SECTIONS, Lang, build_report
 
+    def refuse(option: str, problem: str) -> NoReturn:
+        errors.print(f"[red]error[/red] [bold]{option}[/bold]: {escape(problem)}")
+        raise typer.Exit(2)
+
     if lang not in {choice.value for choice in Lang}:
-        errors.print(
-            f"[red]error[/red] [bold]--lang[/bold]: must be es, en or it, got {escape(repr(lang))}"
-        )
-        raise typer.Exit(2)
+        refuse("--lang", f"must be es, en or it, got {lang!r}")
     if engine not in ("duckdb", "spark"):
-        errors.print(
-            "[red]error[/red] [bold]--engine[/bold]: must be duckdb or spark, "
-            f"got {escape(repr(engine))}"
-        )
-        raise typer.Exit(2)
+        refuse("--engine", f"must be duckdb or spark, got {engine!r}")
     cost: Decimal | None = None
     if cost_per_point is not None:
         try:
@@ -559,16 +567,17 @@ def report_command(
         except ArithmeticError:
             cost = None
         if cost is None or not cost.is_finite() or cost <= 0:
-            errors.print(
-                "[red]error[/red] [bold]--cost-per-point[/bold]: must be a positive amount, "
-                f"e.g. 0.01, got {escape(repr(cost_per_point))}"
+            refuse(
+                "--cost-per-point", f"must be a positive amount, e.g. 0.01, got {cost_per_point!r}"
             )
-            raise typer.Exit(2)
-    if engine == "spark" and transactions is None:
-        errors.print(
-            "[red]error[/red] [bold]--engine[/bold]: spark reads files: give --transactions"
+    try:
+        rate = check_clv_options(clv_horizon_months, discount_rate)
+    except ValidationError as error:
+        refuse(
+            "--clv-horizon-months" if error.field == "months" else "--discount-rate", error.message
         )
-        raise typer.Exit(2)
+    if engine == "spark" and transactions is None:
+        refuse("--engine", "spark reads files: give --transactions")
 
     def work() -> None:
         zone = timezone or "UTC"
@@ -598,7 +607,13 @@ def report_command(
                 tasks.append(bar.add_task(step, total=1))
 
             report = build_report(
-                data, as_of=as_of, lang=lang, progress=advance, cost_per_point=cost
+                data,
+                as_of=as_of,
+                lang=lang,
+                progress=advance,
+                cost_per_point=cost,
+                clv_months=clv_horizon_months,
+                monthly_discount_rate=rate,
             )
             if tasks:
                 bar.update(tasks[-1], completed=1)

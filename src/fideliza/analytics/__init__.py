@@ -13,7 +13,9 @@
 Each metric is an Ibis expression (`*_expr`) run on the backend that holds the data (DuckDB
 for files, frames and SQLite; PostgreSQL in place; PySpark with `open_spark`), returned as a
 pandas DataFrame or, with `output="polars"`, a polars one. The customer-base models (BG/NBD,
-Pareto/NBD, Gamma-Gamma, CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`.
+Pareto/NBD, Gamma-Gamma, CLV) are in `fideliza.analytics.models` and `fideliza.analytics.clv`;
+`lifetime_values` fits BG/NBD and Gamma-Gamma on a transactions table at a date and gives
+each buyer's P(alive), expected purchases and CLV (see `fideliza.analytics.lifetime`).
 
 Program economics (part 7) are in `economics`: points liability, breakage per earning cohort
 and the ROI against a holdout group; what rewards cost and the spend needed per unit of reward
@@ -58,6 +60,13 @@ from fideliza.analytics.economics import (
     points_liability_expr,
 )
 from fideliza.analytics.frames import DataFrame, Output, to_frame
+from fideliza.analytics.lifetime import (
+    LifetimeValues,
+    NotEstimable,
+    customer_base_expr,
+    estimate_lifetime_values,
+    lifetime_values,
+)
 from fideliza.analytics.loyalty import (
     DEFAULT_LOYALTY_RULE,
     LoyaltyRule,
@@ -138,8 +147,10 @@ __all__ = [
     "AnalyticsData",
     "DataFrame",
     "HoldoutRoi",
+    "LifetimeValues",
     "LoyaltyRule",
     "MatchedRoi",
+    "NotEstimable",
     "Output",
     "Period",
     "ProgramCost",
@@ -159,12 +170,14 @@ __all__ = [
     "buyer_summary_expr",
     "cohort_retention",
     "cohort_retention_expr",
+    "customer_base_expr",
     "customer_usage",
     "customer_usage_expr",
     "defection",
     "defection_expr",
     "effort_vs_reward",
     "effort_vs_reward_expr",
+    "estimate_lifetime_values",
     "expected_liability",
     "holdout_revenue",
     "holdout_revenue_expr",
@@ -172,6 +185,7 @@ __all__ = [
     "holdout_roi_from",
     "inter_purchase_times",
     "inter_purchase_times_expr",
+    "lifetime_values",
     "loyalty_matrix",
     "loyalty_matrix_expr",
     "loyalty_members",

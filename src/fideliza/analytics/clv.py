@@ -118,6 +118,35 @@ def customer_lifetime_value(
     4.345 weeks) and E[spend] the Gamma-Gamma conditional expected average spend, the way
     lifetimes' customer_lifetime_value computes it. `time_unit` is the unit the model was fit in.
     """
+    x, t_x, age = check_rfm(frequency, recency, T)
+    average_spend = spend.expected_average_spend(x, monetary_value)
+    discounted, _ = discounted_expected_purchases(
+        purchases,
+        x,
+        t_x,
+        age,
+        months=months,
+        monthly_discount_rate=monthly_discount_rate,
+        time_unit=time_unit,
+    )
+    return np.asarray(average_spend * discounted, dtype=np.float64)
+
+
+def discounted_expected_purchases(
+    purchases: PurchaseModel,
+    frequency: ArrayLike,
+    recency: ArrayLike,
+    T: ArrayLike,
+    *,
+    months: int = 12,
+    monthly_discount_rate: float = 0.01,
+    time_unit: TimeUnit = "weeks",
+) -> tuple[FloatArray, FloatArray]:
+    """(Σ_{k=1..months} (E[Y(k·u)] − E[Y((k−1)·u)]) / (1 + d)^k, E[Y(months·u)]) per customer.
+
+    The discounted expected purchases over the next `months` (what CLV multiplies by the
+    expected spend) and the undiscounted ones; u is the time units in a month.
+    """
     if isinstance(months, bool) or not isinstance(months, int) or months < 1:
         raise ValidationError(f"must be a whole number >= 1, got {months!r}", field="months")
     rate = float(as_float_array(monthly_discount_rate, field="monthly_discount_rate"))
@@ -126,16 +155,14 @@ def customer_lifetime_value(
     if time_unit not in _UNITS_PER_MONTH:
         raise ValidationError(f"must be 'days' or 'weeks', got {time_unit!r}", field="time_unit")
     x, t_x, age = check_rfm(frequency, recency, T)
-    average_spend = spend.expected_average_spend(x, monetary_value)
     per_month = _UNITS_PER_MONTH[time_unit]
-
-    value = np.zeros(np.broadcast_shapes(x.shape, average_spend.shape))
-    cumulative = np.zeros_like(value)
+    discounted = np.zeros(x.shape)
+    cumulative = np.zeros(x.shape)
     for month in range(1, months + 1):
         now = purchases.expected_purchases(month * per_month, x, t_x, age)
-        value += average_spend * (now - cumulative) / (1.0 + rate) ** month
+        discounted += (now - cumulative) / (1.0 + rate) ** month
         cumulative = now
-    return value
+    return discounted, cumulative
 
 
 def _run_starts(*keys: NDArray[np.int64]) -> NDArray[np.intp]:

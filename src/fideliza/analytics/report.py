@@ -21,6 +21,9 @@ strings, None), which holds the rows of the analytics functions it calls:
 - `referral_acquisition` (only with referrals): the monthly share of new customers referred;
 - `points_liability` and `breakage_cohorts` (only with the ledger's entries and lots, and a
   `cost_per_point`): `expected_liability` per tier and `breakage_cohorts`, at `as_of`;
+- `customer_lifetime_value`: BG/NBD + Gamma-Gamma fitted on the buyers before `as_of`, their
+  CLV over `clv_months` at `monthly_discount_rate` (see `report_clv`); None when the data
+  cannot support the models (`meta.clv_not_estimable` says why);
 - `reward_cost` (only with redemptions and a `cost_per_point`): `reward_cost` per month of the
   redemptions before `as_of`; `effort_vs_reward` (also needs the entries): per tier, over the
   data before `as_of`.
@@ -53,9 +56,11 @@ from fideliza.analytics.behaviour import (
 )
 from fideliza.analytics.economics import breakage_cohorts, expected_liability
 from fideliza.analytics.frames import quiet_ibis
+from fideliza.analytics.lifetime import NotEstimable, check_clv_options, estimate_lifetime_values
 from fideliza.analytics.loyalty import DEFAULT_LOYALTY_RULE, loyalty_matrix, satisfied_defection
 from fideliza.analytics.periods import local_timestamp, within
 from fideliza.analytics.referrals import referral_acquisition
+from fideliza.analytics.report_clv import clv_figures
 from fideliza.analytics.report_i18n import LABELS, Lang
 from fideliza.analytics.rewards import effort_vs_reward, reward_cost
 from fideliza.analytics.segments import rfm_segments, usage_groups
@@ -74,6 +79,7 @@ SECTIONS = (
     "loyalty_matrix",
     "cohort_retention",
     "referral_acquisition",
+    "customer_lifetime_value",
     "points_liability",
     "rewards",
 )
@@ -110,6 +116,8 @@ def build_report(
     lang: Lang | str = Lang.ES,
     progress: Callable[[str], None] | None = None,
     cost_per_point: Decimal | None = None,
+    clv_months: int = 12,
+    monthly_discount_rate: float = 0.01,
 ) -> Report:
     """Computes every figure of the report on `data` and renders the page in `lang`.
 
@@ -117,8 +125,10 @@ def build_report(
     the data: only purchases before it are read. `progress`, when given, is called with each
     section's name (see SECTIONS) before the section is computed. `cost_per_point` (what one
     point costs the program, in money) enables the liability and reward sections.
+    `clv_months` and `monthly_discount_rate` set the CLV horizon and discounting.
     """
     language = _lang(lang)
+    check_clv_options(clv_months, monthly_discount_rate)
     moment = local_timestamp(default_as_of(data) if as_of is None else as_of, field="as_of")
     notify = progress or (lambda _section: None)
     tx = within(data.transactions, end=moment)
@@ -134,6 +144,7 @@ def build_report(
             ],
             "loyalty_as_of": loyalty_at.isoformat() if data.surveys is not None else None,
             "cost_per_point": None if cost_per_point is None else str(cost_per_point),
+            "clv_not_estimable": None,
         }
     }
     notify("summary")
@@ -167,6 +178,15 @@ def build_report(
         if data.referrals is None
         else _rows(referral_acquisition(tx, data.referrals, period="month"))
     )
+    notify("customer_lifetime_value")
+    try:
+        values = estimate_lifetime_values(
+            tx, as_of=moment, months=clv_months, monthly_discount_rate=monthly_discount_rate
+        )
+        figures["customer_lifetime_value"] = clv_figures(values)
+    except NotEstimable as error:
+        figures["customer_lifetime_value"] = None
+        figures["meta"]["clv_not_estimable"] = str(error)
     figures.update(_economics(data, tx, moment, cost_per_point, notify))
     return Report(html=render_html(figures, language), figures=figures)
 
@@ -283,6 +303,7 @@ def render_html(figures: Figures, lang: Lang | str) -> str:
         _loyalty(figures, t),
         _section(t["cohort_retention"], _cohort_chart(figures["cohort_retention"], t), "cohorts"),
         _referrals(figures.get("referral_acquisition"), t),
+        _lifetime_value(figures.get("customer_lifetime_value"), figures["meta"], t),
         _liability(figures.get("points_liability"), figures.get("breakage_cohorts"), t),
         _rewards(figures.get("reward_cost"), figures.get("effort_vs_reward"), t),
         "</body></html>",
@@ -694,3 +715,75 @@ def _rewards(
         ],
     )  # fmt: skip
     return body + _section(effort, chart + table, "effort")
+
+
+def _lifetime_value(clv: dict[str, Any] | None, meta: dict[str, Any], t: dict[str, str]) -> str:
+    label = t["clv"]
+    if clv is None:
+        reason = meta.get("clv_not_estimable") or ""
+        note = f'<p class="note">{escape(t["clv_not_estimable"])}: {escape(reason)}</p>'
+        return _section(label, note, "clv") if reason else ""
+    cells = [
+        ("total_clv", _num(clv["total_clv"], 2)),
+        ("mean_clv", _num(clv["mean_clv"], 2)),
+        ("expected_purchases_per_customer", _num(clv["expected_purchases_per_customer"], 2)),
+        ("mean_probability_alive", _pct(clv["mean_probability_alive"])),
+        ("clv_horizon", _num(clv["horizon_months"])),
+        ("discount_rate", _pct(clv["monthly_discount_rate"])),
+    ]
+    kpis = "".join(
+        f'<div class="kpi"><b>{value}</b><span>{escape(t[key])}</span></div>'
+        for key, value in cells
+    )
+    g, s = clv["bgnbd"], clv["gamma_gamma"]
+    models = (
+        f'<p class="note">{escape(t["clv_models"])}: BG/NBD r={g["r"]:.3f} α={g["alpha"]:.3f} '
+        f"a={g['a']:.3f} b={g['b']:.3f} · Gamma-Gamma p={s['p']:.3f} q={s['q']:.3f} "
+        f"γ={s['gamma']:.3f}</p>"
+    )
+    alive = _share_bars(
+        [
+            (f"{row['from']:.1f}–{row['to']:.1f}", row["share"], _num(row["customers"]))
+            for row in clv["alive_distribution"]
+        ],
+        t["alive_distribution"],
+        _GREEN,
+    )
+    segments = clv["by_segment"]
+    shares = _scaled([row["clv"] for row in segments])
+    by_segment = _share_bars(
+        [
+            (t.get(row["segment"], row["segment"]), share, _num(row["clv"], 2))
+            for row, share in zip(segments, shares, strict=True)
+        ],
+        t["clv_by_segment"],
+        _ORANGE,
+    )
+    segment_table = _table(
+        [t["rfm_segments"], t["customers"], t["clv"], t["clv_share"], t["mean_clv"],
+         t["mean_probability_alive"], t["expected_purchases"]],
+        [
+            [t.get(row["segment"], row["segment"]), _num(row["customers"]), _num(row["clv"], 2),
+             _pct(row["clv_share"]), _num(row["mean_clv"], 2),
+             _pct(row["mean_probability_alive"]), _num(row["expected_purchases"], 2)]
+            for row in segments
+        ],
+    )  # fmt: skip
+    top = _table(
+        [t["member"], t["rfm_segments"], t["frequency"], t["recency_days"], t["age_days"],
+         t["probability_alive"], t["expected_purchases"], t["expected_spend"], t["clv"]],
+        [
+            [str(row["member_id"]), t.get(row["segment"], row["segment"]),
+             _num(row["frequency"]), _num(row["recency_days"]), _num(row["age_days"]),
+             _pct(row["probability_alive"]), _num(row["expected_purchases"], 2),
+             _num(row["expected_average_spend"], 2), _num(row["clv"], 2)]
+            for row in clv["top_customers"]
+        ],
+    )  # fmt: skip
+    body = (
+        f'<div class="kpis">{kpis}</div>{models}'
+        f"<h3>{escape(t['alive_distribution'])}</h3>{alive}"
+        f"<h3>{escape(t['clv_by_segment'])}</h3>{by_segment}{segment_table}"
+        f"<h3>{escape(t['top_customers'])}</h3>{top}"
+    )
+    return _section(label, body, "clv")

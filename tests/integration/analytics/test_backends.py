@@ -158,6 +158,13 @@ METRICS: dict[str, Callable[[fa.AnalyticsData], Any]] = {
     "rfm_average": lambda d: fa.rfm(d.transactions, as_of="2025-06-01", monetary="average"),
     "rfm_segments": lambda d: fa.rfm_segments(d.transactions, as_of="2025-06-01"),
     "referral_acquisition": lambda d: fa.referral_acquisition(d.transactions, d.referrals),
+    "customer_base": lambda d: fa.to_frame(
+        fa.customer_base_expr(d.transactions, as_of="2025-06-01").order_by("member_id")
+    ),
+    # The fitted models' predictions: the same summary gives the same fit, to the last digit.
+    "lifetime_values": lambda d: fa.lifetime_values(
+        d.transactions, as_of="2025-06-01", months=6, monthly_discount_rate=0.02
+    ),
     "loyalty_members": lambda d: fa.loyalty_members(
         d.transactions,
         d.surveys,
@@ -254,6 +261,23 @@ def test_database_matches_the_reference(
     opened: fa.AnalyticsData, reference: dict[str, pd.DataFrame], name: str
 ) -> None:
     assert_same(METRICS[name](opened), reference[name], name)
+
+
+MADRID_JUNE_1 = datetime(2025, 5, 31, 22, 0, tzinfo=UTC)  # 2025-06-01 00:00 in Madrid (CEST)
+
+
+def test_database_gives_the_reference_clv_section(opened: fa.AnalyticsData) -> None:
+    """The report's CLV section (fits, totals, top customers, segments) to the last digit."""
+    from fideliza.analytics.report import build_report
+
+    with fa.open_frames(reference_frame(), timezone=TIMEZONE) as reference_data:
+        want = build_report(reference_data, as_of="2025-06-01", lang="en")
+    got = build_report(opened, as_of="2025-06-01", lang="en")
+    section = want.figures["customer_lifetime_value"]
+    assert section is not None and section["customers"] == len(
+        {row["member_id"] for row in HISTORY if row["occurred_at"] < MADRID_JUNE_1}
+    )
+    assert got.figures["customer_lifetime_value"] == section
 
 
 def test_database_source_has_the_analytics_shape(database_url: str, program_code: str) -> None:

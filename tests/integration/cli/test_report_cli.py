@@ -160,3 +160,52 @@ def test_the_report_on_spark_has_the_figures_of_duckdb(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         figures[engine] = json.loads((out / "report.json").read_text())
     assert figures["spark"] == figures["duckdb"]
+
+
+def test_bad_clv_options_exit_2_naming_the_option(tmp_path: Path) -> None:
+    purchases = write(tmp_path / "p.csv", ["member_id", "occurred_at", "amount"], PURCHASES)
+    out = tmp_path / "out"
+    for option, value in (
+        ("--discount-rate", "x"),
+        ("--discount-rate", "-1"),
+        ("--clv-horizon-months", "0"),
+    ):
+        result = invoke(
+            "report", "--transactions", str(purchases), "--out", str(out), option, value
+        )
+        assert result.exit_code == 2, result.output
+        assert option in result.stderr and value in result.stderr
+    assert not out.exists()
+
+
+def test_the_clv_options_reach_the_section(tmp_path: Path) -> None:
+    # 40 members with 1 to 8 purchases each on distinct days: enough for the models to fit.
+    rows = [
+        (
+            f"m{n}",
+            f"2025-{1 + (n * 7 + k * 23) % 10:02d}-{1 + (n + k * 5) % 27:02d}T12:00:00+00:00",
+            f"{5 + n % 9}.50",
+        )
+        for n in range(40)
+        for k in range(1 + n % 8)
+    ]
+    purchases = write(tmp_path / "p.csv", ["member_id", "occurred_at", "amount"], rows)
+    out = tmp_path / "out"
+    result = invoke(
+        "report",
+        "--transactions",
+        str(purchases),
+        "--out",
+        str(out),
+        "--as-of",
+        "2025-11-01",
+        "--clv-horizon-months",
+        "6",
+        "--discount-rate",
+        "0.02",
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["meta"]["clv_not_estimable"] is None
+    section = figures["customer_lifetime_value"]
+    assert (section["horizon_months"], section["monthly_discount_rate"]) == (6, 0.02)

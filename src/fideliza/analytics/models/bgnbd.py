@@ -23,6 +23,7 @@ from fideliza.analytics.models._common import (
     check_horizon,
     check_rfm,
     compress,
+    dot,
     maximize_log_likelihood,
     mean_purchase_rate,
 )
@@ -191,13 +192,11 @@ def _log_likelihood(
 
     # Terms that depend on x only, once per distinct x.
     per_x = gammaln(r + xs) + gammaln(b + xs) - gammaln(a + b + xs)
-    value = float(wx @ per_x) + n * (
-        -gammaln(r) + r * math.log(alpha) + gammaln(a + b) - gammaln(b)
-    )
+    value = dot(wx, per_x) + n * (-gammaln(r) + r * math.log(alpha) + gammaln(a + b) - gammaln(b))
 
     # Customers with x == 0: ln[(α+T)^−r].
     log_alpha_T0 = np.log(alpha + terms.zero_T)
-    value -= r * float(terms.zero_weight @ log_alpha_T0)
+    value -= r * dot(terms.zero_weight, log_alpha_T0)
 
     # Customers with x > 0: logaddexp of "still alive" and "dropped out after t_x".
     x, w = terms.rep_x, terms.rep_weight
@@ -207,7 +206,7 @@ def _log_likelihood(
     alive = -(r + x) * log_alpha_T
     dropped = math.log(a) - log_b_x1 - (r + x) * log_alpha_tx
     mixed = np.logaddexp(alive, dropped)
-    value += float(w @ mixed)
+    value += dot(w, mixed)
 
     if not gradient:
         return value, np.empty(0)
@@ -217,25 +216,22 @@ def _log_likelihood(
     psi_ab = digamma(a + b)
     psi_abx = digamma(a + b + xs)
 
-    d_r = float(wx @ digamma(r + xs)) + n * (math.log(alpha) - digamma(r))
-    d_r -= float(terms.zero_weight @ log_alpha_T0)
-    d_r -= float(w @ (share_alive * log_alpha_T + share_dropped * log_alpha_tx))
+    d_r = dot(wx, digamma(r + xs)) + n * (math.log(alpha) - digamma(r))
+    d_r -= dot(terms.zero_weight, log_alpha_T0)
+    d_r -= dot(w, share_alive * log_alpha_T + share_dropped * log_alpha_tx)
 
-    d_alpha = n * r / alpha - r * float(terms.zero_weight @ (1.0 / (alpha + terms.zero_T)))
-    d_alpha -= float(
-        w
-        @ (
-            (r + x)
-            * (share_alive / (alpha + terms.rep_T) + share_dropped / (alpha + terms.rep_t_x))
-        )
+    d_alpha = n * r / alpha - r * dot(terms.zero_weight, 1.0 / (alpha + terms.zero_T))
+    d_alpha -= dot(
+        w,
+        (r + x) * (share_alive / (alpha + terms.rep_T) + share_dropped / (alpha + terms.rep_t_x)),
     )
 
     w_dropped = w * share_dropped
-    d_a = n * psi_ab - float(wx @ psi_abx) + float(np.sum(w_dropped)) / a
+    d_a = n * psi_ab - dot(wx, psi_abx) + float(np.sum(w_dropped)) / a
 
     inv_b_x1 = np.divide(1.0, b + xs - 1.0, where=xs > 0, out=np.zeros_like(xs))
-    d_b = n * (psi_ab - digamma(b)) + float(wx @ (digamma(b + xs) - psi_abx))
-    d_b -= float(w_dropped @ inv_b_x1[terms.rep_x_index])
+    d_b = n * (psi_ab - digamma(b)) + dot(wx, digamma(b + xs) - psi_abx)
+    d_b -= dot(w_dropped, inv_b_x1[terms.rep_x_index])
 
     return float(value), np.array([d_r, d_alpha, d_a, d_b])
 

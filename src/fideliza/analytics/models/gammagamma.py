@@ -20,6 +20,7 @@ from fideliza.analytics.models._common import (
     FloatArray,
     as_float_array,
     check_frequency,
+    dot,
     maximize_log_likelihood,
 )
 from fideliza.core.errors import ValidationError
@@ -78,8 +79,9 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary_value: ArrayLike) -> GammaGam
         raise ValidationError("needs at least one customer with frequency > 0", field="frequency")
     # Moments of the customers' means give a start on the right scale: E[m] ≈ pγ/(q−1).
     start = np.array([1.0, 2.0, float(np.mean(m_x))])
+    terms = _SpendTerms.of(x, m_x)
     optimum = maximize_log_likelihood(
-        lambda params: _log_likelihood(params, x, m_x),
+        terms.log_likelihood,
         start,
         n_customers=int(x.size),
         with_gradient=True,
@@ -138,27 +140,60 @@ def _check_spend(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[Float
 
 
 def _log_likelihood(params: FloatArray, x: FloatArray, m_x: FloatArray) -> tuple[float, FloatArray]:
-    """Total log-likelihood of the mean spends and its gradient with respect to (p, q, γ).
+    """Total log-likelihood of the mean spends and its gradient with respect to (p, q, γ)."""
+    return _SpendTerms.of(x, m_x).log_likelihood(params)
+
+
+@dataclass(frozen=True, slots=True)
+class _SpendTerms:
+    """The data split so that each likelihood evaluation does one log per customer.
 
     Per customer: lnΓ(px+q) − lnΓ(px) − lnΓ(q) + q ln γ + (px−1) ln m_x + px ln x
         − (px+q) ln(γ + x m_x).
+    The Γ terms depend on x alone (a few distinct values), and the ln m_x, ln x terms are sums
+    fixed by the data; only ln(γ + x m_x) changes per customer with the parameters.
     """
-    p, q, gamma = (float(v) for v in params)
-    px = p * x
-    log_m = np.log(m_x)
-    log_x = np.log(x)
-    log_total = np.log(gamma + x * m_x)
-    rows = (
-        gammaln(px + q)
-        - gammaln(px)
-        - gammaln(q)
-        + q * math.log(gamma)
-        + (px - 1.0) * log_m
-        + px * log_x
-        - (px + q) * log_total
-    )
-    psi_pxq = digamma(px + q)
-    d_p = float(np.sum(x * (psi_pxq - digamma(px) + log_m + log_x - log_total)))
-    d_q = float(np.sum(psi_pxq - log_total)) + x.size * (math.log(gamma) - digamma(q))
-    d_gamma = float(np.sum(q / gamma - (px + q) / (gamma + x * m_x)))
-    return float(np.sum(rows)), np.array([d_p, d_q, d_gamma])
+
+    x: FloatArray
+    total: FloatArray  # x · m_x: what the customer spent on repeat transactions
+    x_values: FloatArray
+    x_weight: FloatArray  # customers per distinct x
+    sum_log_m: float
+    sum_x_log_m: float
+    sum_x_log_x: float
+
+    @staticmethod
+    def of(x: FloatArray, m_x: FloatArray) -> _SpendTerms:
+        x_values, counts = np.unique(x, return_counts=True)
+        log_m = np.log(m_x)
+        return _SpendTerms(
+            x=x,
+            total=x * m_x,
+            x_values=x_values,
+            x_weight=counts.astype(np.float64),
+            sum_log_m=float(np.sum(log_m)),
+            sum_x_log_m=dot(x, log_m),
+            sum_x_log_x=dot(x, np.log(x)),
+        )
+
+    def log_likelihood(self, params: FloatArray) -> tuple[float, FloatArray]:
+        p, q, gamma = (float(v) for v in params)
+        n, xs, wx = float(self.x.size), self.x_values, self.x_weight
+        log_total = np.log(gamma + self.total)
+        sum_log_total = float(np.sum(log_total))
+        sum_x_log_total = dot(self.x, log_total)
+        pxs = p * xs
+        value = (
+            dot(wx, gammaln(pxs + q) - gammaln(pxs))
+            + n * (q * math.log(gamma) - gammaln(q))
+            + p * (self.sum_x_log_m + self.sum_x_log_x - sum_x_log_total)
+            - self.sum_log_m
+            - q * sum_log_total
+        )
+        psi_pxq = digamma(pxs + q)
+        d_p = dot(wx, xs * (psi_pxq - digamma(pxs)))
+        d_p += self.sum_x_log_m + self.sum_x_log_x - sum_x_log_total
+        d_q = dot(wx, psi_pxq) - sum_log_total + n * (math.log(gamma) - digamma(q))
+        inverse = 1.0 / (gamma + self.total)
+        d_gamma = n * q / gamma - p * dot(self.x, inverse) - q * float(np.sum(inverse))
+        return value, np.array([d_p, d_q, d_gamma])

@@ -21,6 +21,7 @@ from fideliza.analytics.models._common import (
     check_horizon,
     check_rfm,
     compress,
+    dot,
     maximize_log_likelihood,
     mean_purchase_rate,
 )
@@ -80,13 +81,13 @@ def fit_paretonbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Par
     x, t_x, age = check_rfm(frequency, recency, T)
     table = compress(x, t_x, age)
     # r = s = 1, α on the scale of the purchase rate and β on the scale of customer ages.
-    mean_age = float(table.weight @ table.T) / table.n_customers
+    mean_age = dot(table.weight, table.T) / table.n_customers
     start = np.array([1.0, 1.0 / mean_purchase_rate(table), 1.0, mean_age if mean_age > 0 else 1.0])
 
     def objective(params: FloatArray) -> float:
         r, alpha, s, beta = (float(v) for v in params)
         rows = _row_log_likelihood(r, alpha, s, beta, table.x, table.t_x, table.T)
-        return float(table.weight @ rows)
+        return dot(table.weight, rows)
 
     optimum = maximize_log_likelihood(
         objective, start, n_customers=table.n_customers, with_gradient=False
@@ -111,7 +112,7 @@ def paretonbd_log_likelihood(
     rows = _row_log_likelihood(
         model.r, model.alpha, model.s, model.beta, table.x, table.t_x, table.T
     )
-    return float(table.weight @ rows)
+    return dot(table.weight, rows)
 
 
 def simulate_paretonbd(
