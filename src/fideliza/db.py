@@ -184,21 +184,68 @@ def upsert_add(
     """Inserts counter rows, or adds their `add` columns to the rows already there.
 
     `INSERT … ON CONFLICT DO UPDATE SET n = n + excluded.n` on both SQLite and PostgreSQL: the
-    addition happens in the database, so concurrent writers never lose an update.
+    addition happens in the database, so concurrent writers never lose an update. Rows may
+    repeat a key: their `add` columns are summed, the first row's other columns are kept (what
+    inserting them one after the other would do).
     """
     if not rows:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    postgres = db.get_bind().dialect.name == "postgresql"
-    statement: Any = postgresql.insert(table) if postgres else sqlite.insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={name: table.c[name] + statement.excluded[name] for name in add},
-    )
+    columns = tuple(rows[0])
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        into = merged.get(key)
+        if into is None:
+            merged[key] = dict(row)
+        else:
+            for name in add:
+                into[name] += row[name]
     # Sorted, so two writers upserting overlapping counters lock them in the same order.
-    ordered = sorted(rows, key=lambda row: tuple(row[k] for k in keys))
-    db.connection().execute(statement, ordered)
+    ordered = [merged[key] for key in sorted(merged)]
+    connection = db.connection()
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    names = ", ".join(columns)
+    updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in add)
+    conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    if connection.dialect.name == "sqlite":
+        converters = [_bulk_converter(table.c[name], True) for name in columns]
+        values = [
+            tuple(
+                value if convert is None else convert(value)
+                for value, convert in zip((row[c] for c in columns), converters, strict=True)
+            )
+            for row in ordered
+        ]
+        marks = ", ".join("?" for _ in columns)
+        cursor = raw.cursor()
+        cursor.executemany(
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks}) {conflict}", values
+        )
+        cursor.close()
+        return
+    # PostgreSQL: one statement for all the rows (arrays unnested in order), not one per row.
+    arrays = ", ".join(
+        f"%s::{table.c[name].type.compile(dialect=connection.dialect)}[]" for name in columns
+    )
+    with raw.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {conflict}",
+            [[row[name] for row in ordered] for name in columns],
+        )
+
+
+def in_values(db: Session, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter, not thousands.
+
+    A query with thousands of parameters costs more to build and parse than to run.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _nullable(convert: Any) -> Any:
@@ -227,13 +274,32 @@ def _bulk_converter(column: Any, sqlite: bool) -> Any:
     return None
 
 
+def _convert_column(values: Sequence[Any], convert: Any, known: dict[Any, Any]) -> tuple[Any, ...]:
+    """Converts a column's values, each distinct value once (dates and amounts repeat a lot),
+    remembering them in `known` (the same instants go into several tables of a batch).
+
+    Only for conversions that give equal values equal results (an instant in any zone, 1.5 and
+    1.50), never for JSON (True == 1, but "true" != "1").
+    """
+    for value in set(values).difference(known):
+        known[value] = convert(value)
+    return tuple(map(known.__getitem__, values))
+
+
 def bulk_insert(
-    db: Session, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    db: Session,
+    table: Any,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    converted: dict[str, dict[Any, Any]] | None = None,
 ) -> None:
     """Inserts many rows fast: executemany on SQLite, COPY on PostgreSQL.
 
     Values are the Python values of the mapped types (aware datetimes, Decimal money, dicts for
     JSON); they are converted here once per column instead of through SQLAlchemy per row.
+    `converted`, shared by the calls of one batch, keeps the conversions of values that repeat
+    across tables (by type: keep it to one connection's dialect).
     """
     if not rows:
         return
@@ -241,12 +307,19 @@ def bulk_insert(
     sqlite = connection.dialect.name == "sqlite"
     converters = [_bulk_converter(table.c[name], sqlite) for name in columns]
     if any(converters):
+        memo = {} if converted is None else converted
         # Column by column: one map() per converted column is much cheaper than a Python
         # expression per value.
         values = list(zip(*rows, strict=True))
         for index, convert in enumerate(converters):
-            if convert is not None:
+            if convert is None:
+                continue
+            kind = table.c[columns[index]].type
+            if isinstance(kind, JSON):
                 values[index] = tuple(map(convert, values[index]))
+            else:  # datetimes, dates, money: equal values convert alike
+                known = memo.setdefault(type(kind).__name__, {})
+                values[index] = _convert_column(values[index], convert, known)
         rows = list(zip(*values, strict=True))
     raw = connection.connection.driver_connection
     assert raw is not None
@@ -258,9 +331,22 @@ def bulk_insert(
         )
         cursor.close()
         return
+    if len(rows) <= _FEW_ROWS:
+        # A COPY costs two round trips to the server, one INSERT one: what counts for the
+        # batch of one a single purchase is.
+        marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+        with raw.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {marks}",
+                [value for row in rows for value in row],
+            )
+        return
     with (
         raw.cursor() as cursor,
         cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
     ):
         for row in rows:
             copy.write_row(row)
+
+
+_FEW_ROWS = 16

@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
+from fideliza.db import in_values
 from fideliza.ledger.domain import (
     MEMBER_ACCOUNT_KINDS,
     SYSTEM_ACCOUNT_KINDS,
@@ -121,9 +122,13 @@ def system_account_ids(db: Session, *, program_id: int) -> dict[AccountKind, int
     """The ids of the program's system accounts (cached on the session)."""
     cache: dict[int, dict[AccountKind, int]] = db.info.setdefault("system_accounts", {})
     if program_id not in cache:
+        # By code, the unique (program, code) index: "member_id IS NULL" alone would scan
+        # every account of the program (three per member) on SQLite.
         rows = db.execute(
             select(Account.kind, Account.id).where(
-                Account.program_id == program_id, Account.member_id.is_(None)
+                Account.program_id == program_id,
+                Account.code.in_([kind.value for kind in SYSTEM_ACCOUNT_KINDS]),
+                Account.member_id.is_(None),
             )
         ).all()
         cache[program_id] = {AccountKind(kind): account_id for kind, account_id in rows}
@@ -142,24 +147,33 @@ def lock_member_accounts(
     members another transaction holds are left out.
     """
     ids = sorted(set(member_ids))
+    # Core statements on the session's connection: no ORM row processing for bulk batches;
+    # pending ORM changes are flushed first, as the session's own queries would.
+    if db.autoflush:
+        db.flush()
+    connection = db.connection()
     if db.get_bind().dialect.name == "postgresql":
-        locked = db.scalars(
+        locked = connection.scalars(
             select(Account.member_id)
-            .where(Account.member_id.in_(ids), Account.kind == AccountKind.AVAILABLE.value)
+            .where(
+                in_values(db, Account.member_id, ids),
+                Account.kind == AccountKind.AVAILABLE.value,
+            )
             .order_by(Account.id)
             .with_for_update(skip_locked=skip_locked)
         ).all()
         ids = sorted(member_id for member_id in locked if member_id is not None)
     found: dict[int, dict[AccountKind, tuple[int, int]]] = defaultdict(dict)
-    if ids:
-        rows = db.execute(
+    kinds = {kind.value: kind for kind in AccountKind}
+    for start in range(0, len(ids), 5000):
+        rows = connection.execute(
             select(Account.member_id, Account.kind, Account.id, Account.balance).where(
-                Account.member_id.in_(ids)
+                in_values(db, Account.member_id, ids[start : start + 5000])
             )
         )
         for member_id, kind, account_id, balance in rows:
             assert member_id is not None  # the query selects member accounts only
-            found[member_id][AccountKind(kind)] = (account_id, balance or 0)
+            found[member_id][kinds[kind]] = (account_id, balance or 0)
     if not skip_locked:
         for member_id in sorted(set(member_ids)):
             if member_id not in found:

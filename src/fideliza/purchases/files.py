@@ -162,8 +162,9 @@ def _next_record(reader: Iterator[list[str]], *, line: int) -> list[str] | None:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pauses the cyclic garbage collector while one batch is parsed (never across a yield).
+def collector_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector while a batch is parsed or ingested (never across
+    a yield).
 
     A batch allocates tens of thousands of objects that are acyclic and kept alive until the
     batch is handed over; each few hundred of them would start a collection that rescans all
@@ -210,7 +211,7 @@ def _csv_batches(
             raise _unreadable(exc, line + 1) from None
         parser = _Parser(currency)
         while True:
-            with _collector_paused():
+            with collector_paused():
                 batch, failure = parser.parse_csv_records(
                     islice(reader, batch_size), positions, width, line + 1
                 )
@@ -271,12 +272,12 @@ def _parquet_batches(
             while len(pending[0]) >= batch_size:
                 chunk = [values[:batch_size] for values in pending]
                 pending = [values[batch_size:] for values in pending]
-                with _collector_paused():
+                with collector_paused():
                     batch = parser.parse_columns(chunk, [i for i, _ in present], line + 1)
                 yield batch
                 line += batch_size
         if pending[0]:
-            with _collector_paused():
+            with collector_paused():
                 batch = parser.parse_columns(pending, [i for i, _ in present], line + 1)
             yield batch
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fideliza.db import unit_of_work
 from fideliza.programs import service as programs
 from fideliza.programs.models import JobRun
-from fideliza.purchases.files import RowError, file_fingerprint, read_purchases
+from fideliza.purchases.files import RowError, collector_paused, file_fingerprint, read_purchases
 from fideliza.purchases.ingest import ingest_purchases
 
 
@@ -90,7 +90,7 @@ def import_purchases(
     ):
         batch_errors = list(batch.errors)
         rows_in_batch = batch.rows
-        with unit_of_work(factory) as db:
+        with unit_of_work(factory) as db, collector_paused():
             program = programs.get(db, program_id=program_id)
             result = ingest_purchases(
                 db,

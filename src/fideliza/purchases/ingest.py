@@ -16,21 +16,22 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, NotFound
 from fideliza.db import bulk_insert
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import AccountKind, AllocationKind, LotState, TxKind
-from fideliza.ledger.models import Account, Allocation, Entry, LedgerTransaction, Lot
-from fideliza.members.models import Member, MemberMonth
+from fideliza.ledger.models import Allocation, Entry, LedgerTransaction, Lot
+from fideliza.members.models import Member
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
+from fideliza.purchases import batch_io
 from fideliza.purchases.domain import PurchaseInput
 from fideliza.purchases.models import Purchase
 from fideliza.rules import service as rules
-from fideliza.rules.domain import Activity, MemberContext, Posting, evaluate
+from fideliza.rules.domain import Activity, MemberContext, Posting, RuleUsage, evaluate
 from fideliza.tiers import service as tiers
 from fideliza.tiers.domain import (
     TierBasis,
@@ -71,7 +72,9 @@ class _MemberState:
     status: str
     attributes: dict[str, Any]
     birthday: date | None
-    accounts: dict[AccountKind, tuple[int, int]]
+    available_id: int  # the accounts the purchases earn into
+    pending_id: int
+    available: int  # the available account's balance as the batch moves it
     first_purchase_at: datetime | None
     tier_code: str | None
     buckets: dict[date, Decimal]
@@ -128,6 +131,10 @@ def ingest_purchases(
             raise error
         result.errors.append((position, error))
 
+    # The batch reads with Core statements (batch_io): flush what the session holds first,
+    # as its own queries would.
+    if db.autoflush:
+        db.flush()
     # 1. Members: known, and locked for the rest of the transaction before anything is read,
     # so two tills sending the same purchase at once queue here and the second one replays.
     member_ids = members_by_ref(db, program_id=program.id, refs={p.member_ref for p in purchases})
@@ -188,37 +195,47 @@ def ingest_purchases(
             todo.append(position)
     if not todo:
         return result
-    # 3. Rule usage counters (caps, budgets) for the members and days in the batch.
-    keys = {
-        position: rules.UsageKeys.at(purchases[position].occurred_at, timezone) for position in todo
-    }
-    rules.lock_budgets(db, rules=compiled, keys=set(keys.values()))
+    # 3. Rule usage counters (caps, budgets) for the members and days in the batch. Local
+    # days are computed once per purchase; everything that depends on the day alone (usage
+    # keys, tier window, month, expiry at a month's end) once per distinct day.
+    local_days = [purchases[position].occurred_at.astimezone(timezone).date() for position in todo]
+    day_keys: dict[date, rules.UsageKeys] = {}
+    for local_day in local_days:
+        if local_day not in day_keys:
+            day_keys[local_day] = rules.UsageKeys(
+                day=local_day.isoformat(), month=local_day.isoformat()[:7]
+            )
+    rules.lock_budgets(db, rules=compiled, keys=set(day_keys.values()))
     budgets = rules.budget_periods(compiled)
-    counters = rules.load_usage(
+    capped_ids = sorted(capped)
+    counters = batch_io.usage_counters(
         db,
-        rule_ids=sorted(capped),
-        wanted={(member_ids[purchases[p].member_ref], keys[p]) for p in todo},
+        rule_ids=capped_ids,
+        wanted={
+            (member_ids[purchases[position].member_ref], day_keys[local_day])
+            for position, local_day in zip(todo, local_days, strict=True)
+        },
     )
     # 4. Evaluate and plan every write, in order (a member's earlier purchase in the batch counts).
     purchase_ids = allocate_ids(db, "purchases", len(todo))
-    planned: list[dict[str, Any]] = []
+    planned: list[_Planned] = []
     usage_rows: list[tuple[int, int, str, int]] = []
-    month_rows: list[dict[str, Any]] = []
-    earnings: list[
-        tuple[int, list[Posting], PurchaseInput, bool]
-    ] = []  # (slot, postings, purchase, pending)
-    capped_ids = sorted(capped)
+    months: dict[tuple[int, date], list[Any]] = {}  # (member, month) → [spend, points, count]
+    earnings: list[_Planned] = []
     window = timedelta(days=settings.return_window_days)
     windows: dict[date, tuple[date, date]] = {}  # tier window of each local day
-    for slot, position in enumerate(todo):
+    next_thresholds = _next_thresholds(ladder)
+    basis = ladder.policy.basis if ladder is not None else None
+    program_id = program.id
+    for slot, (position, local_day) in enumerate(zip(todo, local_days, strict=True)):
         purchase = purchases[position]
         member_id = member_ids[purchase.member_ref]
         state = states[member_id]
         is_first = state.first_purchase_at is None
-        local_day = purchase.occurred_at.astimezone(timezone).date()
+        occurred_at = purchase.occurred_at
         activity = Activity(
             kind="purchase",
-            occurred_at=purchase.occurred_at,
+            occurred_at=occurred_at,
             amount=purchase.amount,
             channel=purchase.channel,
             store=purchase.store,
@@ -234,16 +251,9 @@ def ingest_purchases(
                 birthday=state.birthday,
                 is_first_purchase=is_first,
             )
+        periods = day_keys[local_day]
         usage = (
-            rules.usage_view(
-                counters,
-                rule_ids=capped_ids,
-                member_id=member_id,
-                periods=keys[position],
-                budgets=budgets,
-            )
-            if capped
-            else {}
+            _usage_of(counters, capped_ids, member_id, periods, budgets) if capped_ids else _NONE
         )
         postings = evaluate(activity, state.context, context, compiled, usage)
         if capped:
@@ -251,58 +261,56 @@ def ingest_purchases(
                 counters,
                 capped=capped,
                 member_id=member_id,
-                periods=keys[position],
+                periods=periods,
                 postings=postings,
                 budgets=budgets,
             )
-        points = sum(p.points for p in postings)
-        pending = purchase.occurred_at + window > now
+        points = 0
+        for posting in postings:
+            points += posting.points
+        pending = occurred_at + window > now
         if is_first:
-            state.first_purchase_at = purchase.occurred_at
+            state.first_purchase_at = occurred_at
         month = local_day.replace(day=1)
-        month_rows.append(
-            {
-                "member_id": member_id,
-                "month": month,
-                "program_id": program.id,
-                "spend": purchase.amount,
-                "points_earned": points,
-                "purchases": 1,
-            }
-        )
+        bucket = months.get((member_id, month))
+        if bucket is None:
+            months[(member_id, month)] = [purchase.amount, points, 1]
+        else:
+            bucket[0] += purchase.amount
+            bucket[1] += points
+            bucket[2] += 1
         tier_change = None
         if ladder is not None:
-            gained = {
-                TierBasis.POINTS: Decimal(points),
-                TierBasis.SPEND: purchase.amount,
-                TierBasis.PURCHASES: Decimal(1),
-            }
-            state.buckets[month] = (
-                state.buckets.get(month, Decimal(0)) + gained[ladder.policy.basis]
-            )
+            if basis is TierBasis.POINTS:
+                gained = Decimal(points)
+            elif basis is TierBasis.SPEND:
+                gained = purchase.amount
+            else:
+                gained = _ONE
+            state.buckets[month] = state.buckets.get(month, _ZERO) + gained
             if local_day not in windows:
                 windows[local_day] = current_window(ladder.policy, local_day)
             first, last = windows[local_day]
-            metric = plain_decimal(
-                sum((v for m, v in state.buckets.items() if first <= m <= last), Decimal(0))
-            )
-            tier_change = upgrade_on_activity(ladder.levels, state.tier_code, metric)
-            if tier_change is not None:
-                state.tier_code = tier_change.to_code
-        planned.append(
-            {
-                "slot": slot,
-                "position": position,
-                "member_id": member_id,
-                "points": points,
-                "pending": pending,
-                "postings": postings,
-                "tier_change": tier_change,
-                "hash": hashes[position],
-            }
+            metric = _ZERO
+            for bucket_month, value in state.buckets.items():
+                if first <= bucket_month <= last:
+                    metric += value
+            # Only a metric that reaches a higher level can change the tier (see
+            # `_next_thresholds`); an unknown current tier is left to upgrade_on_activity.
+            threshold = next_thresholds.get(state.tier_code)
+            if threshold is None or metric >= threshold:
+                tier_change = upgrade_on_activity(
+                    ladder.levels, state.tier_code, plain_decimal(metric)
+                )
+                if tier_change is not None:
+                    state.tier_code = tier_change.to_code
+        plan = _Planned(
+            slot, position, member_id, points, pending, postings, tier_change, hashes[position]
         )
+        planned.append(plan)
         if points:
-            earnings.append((slot, postings, purchase, pending))
+            plan.local_day = local_day
+            earnings.append(plan)
     # 5. Write: ledger first (purchases point at their transactions), then the rest.
     tx_ids = allocate_ids(db, "ledger_transactions", len(earnings))
     lot_ids = allocate_ids(db, "point_lots", len(earnings))
@@ -312,33 +320,37 @@ def ingest_purchases(
     lot_rows: list[tuple[Any, ...]] = []
     debt_rows: list[tuple[Any, ...]] = []
     balance_moves: dict[int, int] = defaultdict(int)
-    tx_of_slot: dict[int, int] = {}
     issuance = system[AccountKind.ISSUANCE]
-    window = timedelta(days=settings.return_window_days)
     earn_kind = TxKind.EARN.value
-    for (slot, postings, purchase, pending), tx_id, lot_id in zip(
-        earnings, tx_ids, lot_ids, strict=True
-    ):
-        member_id = planned[slot]["member_id"]
+    pending_state, available_state = LotState.PENDING.value, LotState.AVAILABLE.value
+    expiry = settings.expiry
+    # At a month's end, expiry depends on the local day only.
+    expiry_by_day = expiry.mode == "end_of_month"
+    expiries: dict[date, datetime | None] = {}
+    for plan, tx_id, lot_id in zip(earnings, tx_ids, lot_ids, strict=True):
+        purchase = purchases[plan.position]
+        occurred_at = purchase.occurred_at
+        member_id = plan.member_id
         state = states[member_id]
-        points = planned[slot]["points"]
-        tx_of_slot[slot] = tx_id
-        target = state.accounts[AccountKind.PENDING if pending else AccountKind.AVAILABLE][0]
+        points = plan.points
+        pending = plan.pending
+        plan.transaction_id = tx_id
+        target = state.pending_id if pending else state.available_id
         reason = f"purchase {purchase.external_id}"
         tx_rows.append(
             (
                 tx_id,
-                program.id,
+                program_id,
                 member_id,
                 earn_kind,
-                purchase.occurred_at,
+                occurred_at,
                 now,
                 reason,
                 "purchase",
                 purchase.external_id,
             )
         )
-        for posting in postings:
+        for posting in plan.postings:
             entry_rows.append(
                 (
                     tx_id,
@@ -354,29 +366,37 @@ def ingest_purchases(
         balance_moves[target] += points
         remaining = points
         if not pending:
-            account_id, available = state.accounts[AccountKind.AVAILABLE]
+            available = state.available
             if available < 0:  # pay back what a return took after the points were spent
                 paid = min(points, -available)
                 debt_rows.append((lot_id, tx_id, paid, AllocationKind.DEBT.value))
                 remaining -= paid
-            state.accounts[AccountKind.AVAILABLE] = (account_id, available + points)
+            state.available = available + points
+        if expiry_by_day and plan.local_day is not None:
+            local_day = plan.local_day
+            if local_day not in expiries:
+                expiries[local_day] = expiry.expires_at(occurred_at, timezone)
+            expires_at = expiries[local_day]
+        else:
+            expires_at = expiry.expires_at(occurred_at, timezone)
         lot_rows.append(
             (
                 lot_id,
-                program.id,
+                program_id,
                 member_id,
                 tx_id,
                 points,
                 remaining,
-                (LotState.PENDING if pending else LotState.AVAILABLE).value,
-                purchase.occurred_at,
-                purchase.occurred_at + window,
-                settings.expiry.expires_at(purchase.occurred_at, timezone),
+                pending_state if pending else available_state,
+                occurred_at,
+                occurred_at + window,
+                expires_at,
             )
         )
-    bulk_insert(db, LedgerTransaction.__table__, _TX_COLUMNS, tx_rows)
+    converted: dict[str, dict[Any, Any]] = {}  # occurred_at goes into three tables
+    bulk_insert(db, LedgerTransaction.__table__, _TX_COLUMNS, tx_rows, converted=converted)
     bulk_insert(db, Entry.__table__, _ENTRY_COLUMNS, entry_rows)
-    bulk_insert(db, Lot.__table__, _LOT_COLUMNS, lot_rows)
+    bulk_insert(db, Lot.__table__, _LOT_COLUMNS, lot_rows, converted=converted)
     bulk_insert(db, Allocation.__table__, _ALLOCATION_COLUMNS, debt_rows)
     bulk_insert(
         db,
@@ -385,51 +405,58 @@ def ingest_purchases(
         [
             (
                 purchase_id,
-                program.id,
-                plan["member_id"],
+                program_id,
+                plan.member_id,
                 purchase.external_id,
-                plan["hash"],
+                plan.digest,
                 purchase.occurred_at,
                 purchase.amount,
                 purchase.currency,
                 purchase.channel,
                 purchase.store,
                 [_item_json(i) for i in purchase.items],
-                plan["points"],
+                plan.points,
                 0,
                 _ZERO,
-                tx_of_slot.get(plan["slot"]),
+                plan.transaction_id,
             )
             for plan, purchase_id in zip(planned, purchase_ids, strict=True)
-            for purchase in (purchases[plan["position"]],)
+            for purchase in (purchases[plan.position],)
+        ],
+        converted=converted,
+    )
+    batch_io.add_to_balances(db, balance_moves)
+    rules.save_usage(db, usage_rows)
+    tiers.add_month_activity(
+        db,
+        [
+            {
+                "member_id": member_id,
+                "month": month,
+                "program_id": program_id,
+                "spend": spend,
+                "points_earned": earned,
+                "purchases": count,
+            }
+            for (member_id, month), (spend, earned, count) in months.items()
         ],
     )
-    connection = db.connection()
-    if balance_moves:
-        connection.execute(
-            update(Account)
-            .where(Account.id == bindparam("account"))
-            .values(balance=Account.balance + bindparam("move")),
-            [{"account": a, "move": m} for a, m in sorted(balance_moves.items())],
-        )
-    rules.save_usage(db, usage_rows)
-    tiers.add_month_activity(db, _merge_months(month_rows))
     _save_member_changes(
         db, program=program, states=states, planned=planned, purchases=purchases, now=now
     )
     first_outcome: dict[str, Outcome] = {}
     for plan, purchase_id in zip(planned, purchase_ids, strict=True):
-        purchase = purchases[plan["position"]]
+        purchase = purchases[plan.position]
         result.outcomes.append(
             Outcome(
                 external_id=purchase.external_id,
                 purchase_id=purchase_id,
-                member_id=plan["member_id"],
-                points=plan["points"],
-                pending=plan["pending"] and plan["points"] > 0,
-                transaction_id=tx_of_slot.get(plan["slot"]),
-                postings=tuple(plan["postings"]),
-                tier_change=plan["tier_change"],
+                member_id=plan.member_id,
+                points=plan.points,
+                pending=plan.pending and plan.points > 0,
+                transaction_id=plan.transaction_id,
+                postings=tuple(plan.postings),
+                tier_change=plan.tier_change,
             )
         )
         first_outcome[purchase.external_id] = result.outcomes[-1]
@@ -504,20 +531,6 @@ def _item_json(item: Any) -> dict[str, Any]:
     }
 
 
-def _merge_months(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    merged: dict[tuple[int, date], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["member_id"], row["month"])
-        if key in merged:
-            into = merged[key]
-            into["spend"] += row["spend"]
-            into["points_earned"] += row["points_earned"]
-            into["purchases"] += row["purchases"]
-        else:
-            merged[key] = dict(row)
-    return list(merged.values())
-
-
 def _earliest_window(
     ladder: tiers.Ladder | None, purchases: Sequence[PurchaseInput], timezone: ZoneInfo
 ) -> date | None:
@@ -531,41 +544,28 @@ def _existing_purchases(
     db: Session, *, program_id: int, external_ids: Sequence[str]
 ) -> dict[str, tuple[Outcome, str]]:
     """Purchases already recorded under these external ids, as their first outcome and hash."""
-    found: dict[str, tuple[Outcome, str]] = {}
-    wanted = sorted(set(external_ids))
-    for start in range(0, len(wanted), 5000):
-        chunk = wanted[start : start + 5000]
-        rows = db.execute(
-            select(
-                Purchase.external_id,
-                Purchase.id,
-                Purchase.member_id,
-                Purchase.points_earned,
-                Purchase.earn_transaction_id,
-                Purchase.content_hash,
-            ).where(Purchase.program_id == program_id, Purchase.external_id.in_(chunk))
-        ).all()
-        for external_id, purchase_id, member_id, points, tx_id, digest in rows:
-            found[external_id] = (
-                Outcome(
-                    external_id=external_id,
-                    purchase_id=purchase_id,
-                    member_id=member_id,
-                    points=points,
-                    pending=False,
-                    transaction_id=tx_id,
-                    replayed=True,
-                ),
-                digest,
-            )
-    return found
+    return {
+        external_id: (
+            Outcome(
+                external_id=external_id,
+                purchase_id=purchase_id,
+                member_id=member_id,
+                points=points,
+                pending=False,
+                transaction_id=tx_id,
+                replayed=True,
+            ),
+            digest,
+        )
+        for external_id, purchase_id, member_id, points, tx_id, digest in (
+            batch_io.recorded_purchases(db, program_id=program_id, external_ids=external_ids)
+        )
+    }
 
 
 def members_by_ref(db: Session, *, program_id: int, refs: set[str]) -> dict[str, int]:
     """Member ids by the external ids a till or a file uses."""
-    from fideliza.members import service as members
-
-    return members.ids_by_external_id(db, program_id=program_id, external_ids=refs)
+    return batch_io.member_ids_by_ref(db, program_id=program_id, refs=refs)
 
 
 def _load_members(
@@ -581,39 +581,105 @@ def _load_members(
         return {}
     locked = ledger.lock_member_accounts(db, member_ids=member_ids)
     states: dict[int, _MemberState] = {}
-    for start in range(0, len(member_ids), 5000):
-        chunk = member_ids[start : start + 5000]
-        rows = db.execute(
-            select(
-                Member.id,
-                Member.status,
-                Member.attributes,
-                Member.birthday,
-                Member.first_purchase_at,
-                Member.tier_code,
-            ).where(Member.id.in_(chunk))
-        ).all()
-        for member_id, status, attributes, birthday, first_purchase_at, tier_code in rows:
-            states[member_id] = _MemberState(
-                status=status,
-                attributes=attributes or {},
-                birthday=birthday,
-                accounts=dict(locked[member_id]),
-                first_purchase_at=first_purchase_at,
-                tier_code=tier_code,
-                buckets={},
-                first_purchase_before=first_purchase_at,
-            )
-        if ladder is not None and since is not None:
-            column = tiers.basis_column(ladder.policy.basis)
-            bucket_rows = db.execute(
-                select(MemberMonth.member_id, MemberMonth.month, column).where(
-                    MemberMonth.member_id.in_(chunk), MemberMonth.month >= since
-                )
-            ).all()
-            for member_id, month, value in bucket_rows:
-                states[member_id].buckets[month] = Decimal(str(value))
+    for (
+        member_id,
+        status,
+        attributes,
+        birthday,
+        first_purchase_at,
+        tier_code,
+    ) in batch_io.member_rows(db, member_ids=member_ids):
+        accounts = locked[member_id]
+        available_id, available = accounts[AccountKind.AVAILABLE]
+        states[member_id] = _MemberState(
+            status=status,
+            attributes=attributes or {},
+            birthday=birthday,
+            available_id=available_id,
+            pending_id=accounts[AccountKind.PENDING][0],
+            available=available,
+            first_purchase_at=first_purchase_at,
+            tier_code=tier_code,
+            buckets={},
+            first_purchase_before=first_purchase_at,
+        )
+    if ladder is not None and since is not None:
+        for member_id, month, value in batch_io.month_values(
+            db, member_ids=member_ids, basis=ladder.policy.basis, since=since
+        ):
+            states[member_id].buckets[month] = value
     return states
+
+
+@dataclass(slots=True)
+class _Planned:
+    """What one purchase of the batch earned, and the rows it will write."""
+
+    slot: int
+    position: int
+    member_id: int
+    points: int
+    pending: bool
+    postings: list[Posting]
+    tier_change: TierChange | None
+    digest: str
+    transaction_id: int | None = None
+    local_day: date | None = None
+
+
+_ONE = Decimal(1)
+_NONE: dict[int, RuleUsage] = {}
+
+
+def _usage_of(
+    counters: dict[tuple[int, int, str], int],
+    rule_ids: Sequence[int],
+    member_id: int,
+    periods: rules.UsageKeys,
+    budgets: dict[int, str],
+) -> dict[int, RuleUsage]:
+    """What each capped rule already gave (as rules.usage_view), leaving out unused rules: the
+    evaluator reads a missing rule as no usage at all."""
+    found: dict[int, RuleUsage] = {}
+    get = counters.get
+    for rule_id in rule_ids:
+        day = get((rule_id, member_id, periods.day), 0)
+        month = get((rule_id, member_id, periods.month), 0)
+        total = get((rule_id, member_id, rules.TOTAL), 0)
+        period = budgets.get(rule_id)
+        budget_key = (
+            periods.day if period == "day" else periods.month if period == "month" else rules.TOTAL
+        )
+        spent = get((rule_id, rules.EVERYONE, budget_key), 0)
+        if day or month or total or spent:
+            found[rule_id] = RuleUsage(
+                member_day=day, member_month=month, member_total=total, budget_spent=spent
+            )
+    return found
+
+
+_NO_HIGHER_LEVEL = Decimal("Infinity")
+
+
+def _next_thresholds(ladder: tiers.Ladder | None) -> dict[str | None, Decimal]:
+    """For each tier (None: no tier), the lowest threshold of a higher-ranked level.
+
+    upgrade_on_activity upgrades exactly when the metric reaches the highest level it
+    qualifies for and that level ranks above the current one, that is when the metric reaches
+    the lowest threshold above the current rank: below it, it need not be asked.
+    """
+    if ladder is None:
+        return {}
+    levels = ladder.levels
+    found: dict[str | None, Decimal] = {
+        None: min((level.threshold for level in levels), default=_NO_HIGHER_LEVEL)
+    }
+    for current in levels:
+        found[current.code] = min(
+            (level.threshold for level in levels if level.rank > current.rank),
+            default=_NO_HIGHER_LEVEL,
+        )
+    return found
 
 
 def _save_member_changes(
@@ -621,7 +687,7 @@ def _save_member_changes(
     *,
     program: Program,
     states: dict[int, _MemberState],
-    planned: list[dict[str, Any]],
+    planned: list[_Planned],
     purchases: Sequence[PurchaseInput],
     now: datetime,
 ) -> None:
@@ -629,28 +695,21 @@ def _save_member_changes(
     from fideliza.programs.models import OutboxEvent
     from fideliza.tiers.models import TierHistory
 
-    connection = db.connection()
-    firsts = [
-        {"member": member_id, "first": state.first_purchase_at}
+    firsts = {
+        member_id: state.first_purchase_at
         for member_id, state in states.items()
         if state.first_purchase_before is None and state.first_purchase_at is not None
-    ]
-    if firsts:
-        connection.execute(
-            update(Member)
-            .where(Member.id == bindparam("member"))
-            .values(first_purchase_at=bindparam("first")),
-            firsts,
-        )
+    }
+    batch_io.set_first_purchases(db, firsts)
     history: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     latest: dict[int, dict[str, Any]] = {}
     for plan in planned:
-        change = plan["tier_change"]
+        change = plan.tier_change
         if change is None:
             continue
-        purchase = purchases[plan["position"]]
-        member_id = plan["member_id"]
+        purchase = purchases[plan.position]
+        member_id = plan.member_id
         latest[member_id] = {
             "member": member_id,
             "code": change.to_code,
@@ -676,16 +735,11 @@ def _save_member_changes(
             }
         )
     if latest:
-        connection.execute(
-            update(Member)
-            .where(Member.id == bindparam("member"))
-            .values(tier_code=bindparam("code"), tier_since=bindparam("since"), tier_grace_used=0),
-            list(latest.values()),
-        )
-        connection.execute(insert(TierHistory), history)
-        connection.execute(insert(OutboxEvent), events)
+        batch_io.set_tiers(db, list(latest.values()))
+        batch_io.insert_rows(db, TierHistory.__table__, history)
+        batch_io.insert_rows(db, OutboxEvent.__table__, events)
     # Members loaded as objects elsewhere in this session must not keep stale tiers or dates.
-    changed = {row["member"] for row in firsts} | set(latest)
+    changed = set(firsts) | set(latest)
     for instance in list(db.identity_map.values()):
         if isinstance(instance, Member) and instance.id in changed:
             db.expire(instance)

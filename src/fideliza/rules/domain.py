@@ -452,6 +452,28 @@ def _sorted_candidates(rules: Iterable[CompiledRule], kind: str) -> list[Compile
 
 _sort_key = attrgetter("sort_key")
 
+# The last rule set's candidates: a batch evaluates thousands of activities under the same
+# rules, so they are sorted and checked once. Keyed by the rules themselves (identity, in
+# order) and the kind; replaced as a whole, so threads never see half an entry.
+_Memo = tuple[tuple[CompiledRule, ...], str, list[CompiledRule], bool]
+_last_candidates: _Memo | None = None
+
+
+def _candidates_of(rules: Sequence[CompiledRule], kind: str) -> tuple[list[CompiledRule], bool]:
+    """The rules for `kind` in evaluation order, and whether any needs the local time."""
+    global _last_candidates
+    memo = _last_candidates
+    if memo is not None and memo[1] == kind and len(memo[0]) == len(rules):
+        for cached, given in zip(memo[0], rules, strict=True):
+            if cached is not given:
+                break
+        else:
+            return memo[2], memo[3]
+    candidates = _sorted_candidates(rules, kind)
+    needs_local = any(rule.plan.needs_local for rule in candidates)
+    _last_candidates = (tuple(rules), kind, candidates, needs_local)
+    return candidates, needs_local
+
 
 def _local_for(
     candidates: Sequence[CompiledRule], activity: Activity, program: ProgramContext
@@ -497,10 +519,10 @@ def evaluate(
     usage: Mapping[int, RuleUsage],
 ) -> list[Posting]:
     """The postings `activity` earns under `rules` (see the module docstring for semantics)."""
-    candidates = _sorted_candidates(rules, activity.kind)
+    candidates, needs_local = _candidates_of(rules, activity.kind)
     if not candidates:
         return []
-    local = _local_for(candidates, activity, program)
+    local = _localize(activity.occurred_at, program.timezone) if needs_local else None
     default_mode = _MODES[program.rounding]
 
     # Phase 1: each matching rule's base points, clipped by its caps.
@@ -514,7 +536,8 @@ def evaluate(
         wanted = 0
         parts: list[str] = []
         for action in plan.base_actions:
-            if action.kind == _PER_AMOUNT:
+            kind = action.kind
+            if kind == _PER_AMOUNT:
                 eligible = amount if amount > 0 else _ZERO
                 points = int(
                     (action.points * eligible / action.per).to_integral_value(
@@ -522,14 +545,18 @@ def evaluate(
                     )
                 )
                 parts.append(f"{action.label} on {eligible!s} → {points}")
-            elif action.kind == _PER_ITEM:
+            elif kind == _PER_ITEM:
                 points = action.points * quantity if quantity > 0 else 0
                 parts.append(f"{action.label} × {quantity} → {points}")
             else:
                 points = action.points
                 parts.append(f"{action.label} {points}")
-            wanted += points if points > 0 else 0
-        base, binding = _clip(plan, wanted, 0, usage.get(rule.rule_id, _NO_USAGE))
+            if points > 0:
+                wanted += points
+        if plan.caps:
+            base, binding = _clip(plan, wanted, 0, usage.get(rule.rule_id, _NO_USAGE))
+        else:
+            base, binding = wanted, None
         base_total += base
         matched.append((rule, base, parts, wanted, binding))
 
@@ -548,9 +575,12 @@ def evaluate(
                 )
                 parts.append(f"{action.label} on {base_total} base → {extra}")
                 extra_wanted += extra if extra > 0 else 0
-            extra, extra_binding = _clip(
-                plan, extra_wanted, base, usage.get(rule.rule_id, _NO_USAGE)
-            )
+            if plan.caps:
+                extra, extra_binding = _clip(
+                    plan, extra_wanted, base, usage.get(rule.rule_id, _NO_USAGE)
+                )
+            else:
+                extra, extra_binding = extra_wanted, None
             wanted += extra_wanted
             points += extra
             binding = binding or extra_binding
@@ -566,7 +596,7 @@ def evaluate(
         )
 
     tier_multiplier = member.tier_multiplier
-    if member.tier_code is not None and tier_multiplier > _ONE and base_total > 0:
+    if member.tier_code is not None and base_total > 0 and tier_multiplier > _ONE:
         extra = int(((tier_multiplier - _ONE) * base_total).to_integral_value(default_mode))
         if extra > 0:
             factor = f"{tier_multiplier.normalize():f}"

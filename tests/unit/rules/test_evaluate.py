@@ -866,3 +866,22 @@ def test_explain_says_which_condition_failed() -> None:
     ]
     assert checks[2].detail == "a member attribute does not have the required value (segment)"
     assert checks[3].detail == "the rule is for 'store_visit' activities, not 'purchase'"
+
+
+def test_evaluating_under_other_rules_never_reuses_the_previous_rules() -> None:
+    # The evaluator remembers the last rule set's order: a new set, or the same list with a
+    # rule replaced, must be evaluated under its own rules.
+    per_euro = [rule(1)]
+    bonus = [rule(2, actions=[{"type": "fixed_bonus", "points": 5}])]
+    member = MemberContext()
+    assert [p.points for p in evaluate(purchase(), member, PROGRAM, per_euro, {})] == [23]
+    assert [p.points for p in evaluate(purchase(), member, PROGRAM, bonus, {})] == [5]
+    per_euro[0] = rule(1, version=2, actions=[{"type": "fixed_bonus", "points": 9}])
+    postings = evaluate(purchase(), member, PROGRAM, per_euro, {})
+    assert [(p.points, p.rule_version) for p in postings] == [(9, 2)]
+    both = [*bonus, rule(3, priority=-1)]
+    assert [p.rule_id for p in evaluate(purchase(), member, PROGRAM, both, {})] == [3, 2]
+    with pytest.raises(ValueError, match="more than once"):
+        evaluate(purchase(), member, PROGRAM, [rule(4), rule(4, version=2)], {})
+    with pytest.raises(ValueError, match="more than once"):
+        evaluate(purchase(), member, PROGRAM, [rule(4), rule(4, version=2)], {})
