@@ -236,7 +236,7 @@ def import_purchases(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file.", exists=True, dir_okay=False)],
     database_url: DatabaseOption = None,
     program: ProgramOption = None,
-    batch_size: Annotated[int, typer.Option(help="Purchases per transaction.")] = 5000,
+    batch_size: Annotated[int, typer.Option(help="Purchases per transaction.")] = 50_000,
     now: NowOption = None,
 ) -> None:
     """Imports purchases (streaming; resumable: run it again after a crash, nothing doubles)."""

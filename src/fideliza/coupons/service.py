@@ -8,7 +8,7 @@ PostgreSQL can never use a code more often, or spend a budget further, than allo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -336,35 +336,60 @@ def issue_for_purchase(
     A campaign whose budget is spent, or outside its validity, silently issues nothing: the
     purchase itself must never fail because a promotion ran out.
     """
+    return issue_for_purchases(
+        db, program_id=program_id, purchases=[(purchase_id, member_id, amount)], now=now
+    )
+
+
+def issue_for_purchases(
+    db: Session,
+    *,
+    program_id: int,
+    purchases: Sequence[tuple[int, int, Decimal]],
+    now: datetime,
+) -> list[IssuedCoupon]:
+    """`issue_for_purchase` for (purchase id, member id, amount) triples, with the campaigns
+    read once (most programs have none, and then that is the only statement)."""
+    if not purchases:
+        return []
     query = select(CouponCampaign).where(
         CouponCampaign.program_id == program_id,
         CouponCampaign.active.is_(True),
         CouponCampaign.trigger == Trigger.PURCHASE.value,
     )
+    campaigns = [
+        campaign
+        for campaign in db.scalars(query.order_by(CouponCampaign.id))
+        if not (campaign.valid_from is not None and now < campaign.valid_from)
+        and _campaign_refusal(campaign, now) is None
+    ]
     issued: list[IssuedCoupon] = []
-    ref = f"purchase:{purchase_id}"
-    for campaign in db.scalars(query.order_by(CouponCampaign.id)):
-        if campaign.trigger_min_amount is not None and amount < campaign.trigger_min_amount:
-            continue
-        not_started = campaign.valid_from is not None and now < campaign.valid_from
-        if not_started or _campaign_refusal(campaign, now) is not None:
-            continue
-        existing = db.scalar(
-            select(CouponCode).where(
-                CouponCode.campaign_id == campaign.id, CouponCode.source_ref == ref
-            )
-        )
-        if existing is not None:
-            issued.append(_issued(existing, campaign))
-            continue
-        try:
-            issued.append(
-                _issue(
-                    db, campaign=campaign, member_id=member_id, now=now, source="purchase", ref=ref
+    for purchase_id, member_id, amount in purchases:
+        ref = f"purchase:{purchase_id}"
+        for campaign in campaigns:
+            if campaign.trigger_min_amount is not None and amount < campaign.trigger_min_amount:
+                continue
+            existing = db.scalar(
+                select(CouponCode).where(
+                    CouponCode.campaign_id == campaign.id, CouponCode.source_ref == ref
                 )
             )
-        except BudgetExhausted:
-            continue
+            if existing is not None:
+                issued.append(_issued(existing, campaign))
+                continue
+            try:
+                issued.append(
+                    _issue(
+                        db,
+                        campaign=campaign,
+                        member_id=member_id,
+                        now=now,
+                        source="purchase",
+                        ref=ref,
+                    )
+                )
+            except BudgetExhausted:
+                continue
     return issued
 
 

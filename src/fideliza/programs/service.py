@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -142,7 +143,27 @@ def publish(
     db: Session, *, program_id: int, event_type: str, payload: dict[str, Any], now: datetime
 ) -> None:
     """Writes an event to the outbox in the caller's transaction; delivered after commit."""
-    db.execute(
-        insert(OutboxEvent),
-        {"program_id": program_id, "event_type": event_type, "payload": payload, "created_at": now},
-    )
+    publish_many(db, program_id=program_id, events=[(event_type, payload)], now=now)
+
+
+def publish_many(
+    db: Session,
+    *,
+    program_id: int,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Writes events (type, payload) to the outbox in one statement, in the caller's transaction."""
+    if events:
+        db.execute(
+            insert(OutboxEvent),
+            [
+                {
+                    "program_id": program_id,
+                    "event_type": kind,
+                    "payload": payload,
+                    "created_at": now,
+                }
+                for kind, payload in events
+            ],
+        )

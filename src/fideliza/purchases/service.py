@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fideliza.core.clock import parse_timestamp
-from fideliza.core.errors import IdempotencyError, NotFound, ValidationError
+from fideliza.core.errors import FidelizaError, IdempotencyError, NotFound, ValidationError
 from fideliza.core.hashing import content_hash
 from fideliza.core.money import to_money
 from fideliza.coupons import service as coupons
@@ -41,30 +41,80 @@ def record_purchase(
         else parse_purchase(data, program_currency=program.currency)
     )
     outcome = ingest_purchases(db, program=program, purchases=[purchase], now=now).outcomes[0]
-    if outcome.points and not outcome.replayed:
-        programs.publish(
-            db,
-            program_id=program.id,
-            event_type="points.earned",
-            payload={
-                "member_id": outcome.member_id,
-                "points": outcome.points,
-                "purchase": purchase.external_id,
-                "pending": outcome.pending,
-            },
-            now=now,
-        )
-    if not outcome.replayed:
-        # Next-order coupons: issued once per purchase and campaign (a replay finds them).
-        coupons.issue_for_purchase(
-            db,
-            program_id=program.id,
-            purchase_id=outcome.purchase_id,
-            member_id=outcome.member_id,
-            amount=purchase.amount,
-            now=now,
-        )
+    _announce(db, program_id=program.id, written=[(purchase, outcome)], now=now)
     return outcome
+
+
+def record_purchases(
+    db: Session, *, program: Program, purchases: Sequence[PurchaseInput], now: datetime
+) -> list[Outcome | FidelizaError]:
+    """Records purchases sent together (concurrent tills) in the caller's transaction: each
+    gets, in order, its own outcome or its own error, as `record_purchase` would give it; a
+    repeated external id in the batch is a replay of the first, as if sent after it."""
+    result = ingest_purchases(
+        db, program=program, purchases=purchases, now=now, collect_errors=True
+    )
+    answers: list[Outcome | FidelizaError | None] = [None] * len(purchases)
+    for position, refused in result.errors:
+        answers[position] = refused
+    # Outcomes come by external id, a first recording preferred over a replay of it.
+    by_id: dict[str, Outcome] = {}
+    for outcome in result.outcomes:
+        known = by_id.get(outcome.external_id)
+        if known is None or (known.replayed and not outcome.replayed):
+            by_id[outcome.external_id] = outcome
+    given: set[str] = set()
+    written: list[tuple[PurchaseInput, Outcome]] = []
+    for position, purchase in enumerate(purchases):
+        if answers[position] is not None:
+            continue
+        outcome = by_id[purchase.external_id]
+        if purchase.external_id in given:
+            outcome = replace(outcome, replayed=True, tier_change=None)
+        given.add(purchase.external_id)
+        answers[position] = outcome
+        if not outcome.replayed:
+            written.append((purchase, outcome))
+    _announce(db, program_id=program.id, written=written, now=now)
+    return [answer for answer in answers if answer is not None]
+
+
+def _announce(
+    db: Session,
+    *,
+    program_id: int,
+    written: Sequence[tuple[PurchaseInput, Outcome]],
+    now: datetime,
+) -> None:
+    """What follows a recorded purchase: its `points.earned` event and its next-order coupons
+    (a replay has had both already)."""
+    fresh = [(purchase, outcome) for purchase, outcome in written if not outcome.replayed]
+    programs.publish_many(
+        db,
+        program_id=program_id,
+        events=[
+            (
+                "points.earned",
+                {
+                    "member_id": outcome.member_id,
+                    "points": outcome.points,
+                    "purchase": purchase.external_id,
+                    "pending": outcome.pending,
+                },
+            )
+            for purchase, outcome in fresh
+            if outcome.points
+        ],
+        now=now,
+    )
+    coupons.issue_for_purchases(
+        db,
+        program_id=program_id,
+        purchases=[
+            (outcome.purchase_id, outcome.member_id, purchase.amount) for purchase, outcome in fresh
+        ],
+        now=now,
+    )
 
 
 def get_purchase(db: Session, *, program_id: int, external_id: str) -> Purchase:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -9,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import Conflict, NotFound
@@ -158,6 +160,21 @@ def list_rules(db: Session, *, program_id: int) -> list[Rule]:
     return list(db.scalars(select(Rule).where(Rule.program_id == program_id).order_by(Rule.id)))
 
 
+def versions_of(db: Session, *, rule_id: int) -> list[RuleVersion]:
+    """Every stored version of a rule, oldest first (versions are never changed)."""
+    query = select(RuleVersion).where(RuleVersion.rule_id == rule_id)
+    return list(db.scalars(query.order_by(RuleVersion.version)))
+
+
+def current_versions(db: Session, *, rules: Sequence[Rule]) -> dict[int, RuleVersion]:
+    """The current version of each of `rules`, by rule id (one query)."""
+    if not rules:
+        return {}
+    wanted = [(rule.id, rule.current_version) for rule in rules]
+    query = select(RuleVersion).where(tuple_(RuleVersion.rule_id, RuleVersion.version).in_(wanted))
+    return {row.rule_id: row for row in db.scalars(query)}
+
+
 def compiled_rules(db: Session, *, program_id: int) -> list[CompiledRule]:
     """The program's active rules at their current version, compiled (cached on the session)."""
     cache: dict[int, list[CompiledRule]] = db.info.setdefault("compiled_rules", {})
@@ -172,10 +189,17 @@ def compiled_rules(db: Session, *, program_id: int) -> list[CompiledRule]:
             .order_by(Rule.id)
         ).all()
         cache[program_id] = [
-            compile_rule(rule_id, version, parse_rule_definition(definition))
+            _compiled(rule_id, version, json.dumps(definition, sort_keys=True))
             for rule_id, version, definition in rows
         ]
     return cache[program_id]
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(rule_id: int, version: int, definition: str) -> CompiledRule:
+    """A rule version compiled once per process: versions never change, and keying by the
+    definition's text keeps two databases served by one process apart."""
+    return compile_rule(rule_id, version, parse_rule_definition(json.loads(definition)))
 
 
 def _forget_compiled(db: Session, program_id: int) -> None:

@@ -127,6 +127,14 @@ def ladder(db: Session, *, program: Program) -> Ladder | None:
     return cache[program.id]
 
 
+def current_config(db: Session, *, program: Program) -> TierConfig | None:
+    """The program's tier ladder and policy as configured, or None when it has no tiers."""
+    found = ladder(db, program=program)
+    if found is None:
+        return None
+    return TierConfig.from_domain(found.levels, found.policy)
+
+
 def basis_column(basis: TierBasis) -> Any:
     """The member_months column a tier basis sums."""
     return {
