@@ -4,14 +4,58 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+from fideliza.core.validation import Date, NotBlank
+
+# Spaces as JavaScript's `\s` (JSON Schema patterns) and the stripping of surrounding spaces
+# agree on them, spelt out so that Python's `\s` (which adds control characters) cannot differ.
+_SPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_ADDRESS_PART = rf"[^@{_SPACE}\x00-\x1f\x7f-\x9f\ufeff]+"
+_EMAIL_TEXT = rf"{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}"
+_EMAIL = re.compile(rf"^{_EMAIL_TEXT}$")
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+_PHONE_SEPARATORS = rf"[{_SPACE}().-]"
 LOCALES = ("es", "en", "it")
 CONSENT_CHANNELS = ("email", "sms", "push", "marketing", "profiling")
+
+
+# The OpenAPI states the validators' rules below, surrounding spaces (stripped) and all, so that
+# a client learns them from the schema.
+def _at_most(limit: int) -> BeforeValidator:
+    # Counted as sent, before spaces are stripped: what `maxLength` in the schema counts.
+    def check(value: object) -> object:
+        if isinstance(value, str) and len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        return value
+
+    return BeforeValidator(check)
+
+
+Email = Annotated[
+    str,
+    _at_most(254),
+    Field(max_length=254, json_schema_extra={"pattern": rf"^[{_SPACE}]*{_EMAIL_TEXT}[{_SPACE}]*$"}),
+]
+Phone = Annotated[
+    str,
+    _at_most(32),
+    Field(
+        max_length=32,
+        json_schema_extra={
+            "pattern": rf"^{_PHONE_SEPARATORS}*(\+{_PHONE_SEPARATORS}*)?"
+            rf"([0-9]{_PHONE_SEPARATORS}*){{6,15}}$"
+        },
+    ),
+]
+Locale = Annotated[str, Field(json_schema_extra={"enum": list(LOCALES)})]
+Consent = Annotated[
+    dict[str, StrictBool],
+    Field(json_schema_extra={"propertyNames": {"enum": list(CONSENT_CHANNELS)}}),
+]
+Birthday = Annotated[Date, Field(json_schema_extra={"pattern": r"^((19|20)[0-9]{2}-|2100-01-01$)"})]
 
 
 class MemberProfile(BaseModel):
@@ -21,11 +65,11 @@ class MemberProfile(BaseModel):
 
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    email: str | None = Field(default=None, max_length=254)
-    phone: str | None = Field(default=None, max_length=32)
-    birthday: date | None = None
-    locale: str | None = None
-    consent: dict[str, bool] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    birthday: Birthday | None = None
+    locale: Locale | None = None
+    consent: Consent | None = None
     attributes: dict[str, Any] | None = None
 
     @field_validator("email")
@@ -40,15 +84,16 @@ class MemberProfile(BaseModel):
     def _phone(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        digits = re.sub(r"[\s().-]", "", value)
+        digits = re.sub(_PHONE_SEPARATORS, "", value)
         if not _PHONE.match(digits):
             raise ValueError("is not a phone number (6–15 digits, optional leading +)")
         return digits
 
-    @field_validator("locale")
+    @field_validator("locale", mode="before")
     @classmethod
-    def _locale(cls, value: str | None) -> str | None:
-        if value is not None and value not in LOCALES:
+    def _locale(cls, value: object) -> object:
+        # Before the stripping of spaces: exactly one of the enum's values, as the schema says.
+        if isinstance(value, str) and value not in LOCALES:
             raise ValueError(f"must be one of {', '.join(LOCALES)}")
         return value
 
@@ -73,7 +118,7 @@ class MemberProfile(BaseModel):
 class MemberCreate(MemberProfile):
     """Enrolment: the business's own id for the member plus the profile."""
 
-    external_id: str = Field(min_length=1, max_length=100)
+    external_id: NotBlank = Field(min_length=1, max_length=100)
     referral_code: str | None = Field(default=None, max_length=32)
 
 

@@ -6,11 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fideliza.core.validation import WholeNumber
 from fideliza.referrals.domain import CapPeriod, Trigger
 
-Points = Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+Points = Annotated[WholeNumber, Field(ge=0, le=1_000_000_000)]
 
 
 class ReferralCap(BaseModel):
@@ -18,7 +19,7 @@ class ReferralCap(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_referrals: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    max_referrals: Annotated[WholeNumber, Field(ge=1, le=1_000_000)]
     period: CapPeriod = CapPeriod.MONTH
 
 

@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from fideliza.core.validation import Timestamp, WholeNumber, whole_number
 from fideliza.rewards.domain import KINDS_WITH_VALUE, Period, RewardKind
 
 MAX_POINTS = 10**12
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 _FOUR_PLACES = Decimal("0.0001")
-PositivePoints = Annotated[int, Field(strict=True, gt=0, le=MAX_POINTS)]
-Count = Annotated[int, Field(strict=True, ge=0, le=2**31 - 1)]
-PositiveCount = Annotated[int, Field(strict=True, gt=0, le=2**31 - 1)]
+PositivePoints = Annotated[WholeNumber, Field(gt=0, le=MAX_POINTS)]
+Count = Annotated[WholeNumber, Field(ge=0, le=2**31 - 1)]
+PositiveCount = Annotated[WholeNumber, Field(gt=0, le=2**31 - 1)]
 
 
 def _not_float(value: object) -> object:
+    value = whole_number(value)  # 5.0 is the JSON integer 5
     if isinstance(value, float):
         raise ValueError('must be written as a string, such as "12.50" (never a float)')
     return value
@@ -40,6 +41,20 @@ Amount = Annotated[
     BeforeValidator(_not_float),
     Field(gt=0, max_digits=18, decimal_places=4, allow_inf_nan=False),
     AfterValidator(lambda value: value.quantize(_FOUR_PLACES)),  # as the database gives it back
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 10**14 - 1},
+                {
+                    "type": "string",
+                    # Above zero: 14 digits at most before the point, 4 after it.
+                    "pattern": r"^0*([1-9][0-9]{0,13}(\.[0-9]{1,4})?"
+                    r"|0?\.([1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$",
+                    "examples": ["12.50"],
+                },
+            ]
+        }
+    ),
 ]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 TierCode = Annotated[str, Field(min_length=1, max_length=32)]
@@ -57,24 +72,20 @@ class _Terms(BaseModel):
     stock: Count | None = None
     limit_per_member: PositiveCount | None = None
     limit_period: Period | None = None
-    available_from: AwareDatetime | None = None
-    available_until: AwareDatetime | None = None
+    available_from: Timestamp | None = None
+    available_until: Timestamp | None = None
     budget_points: PositivePoints | None = None
     budget_money: Amount | None = None
     budget_period: Period | None = None
     value: Amount | None = None
-    campaign_id: Annotated[int, Field(strict=True, gt=0, le=2**63 - 1)] | None = None
+    campaign_id: Annotated[WholeNumber, Field(gt=0, le=2**63 - 1)] | None = None
     attributes: dict[str, Any] | None = None
     active: bool | None = None
 
     @field_validator("available_from", "available_until")
     @classmethod
     def _in_utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if not _EARLIEST <= value < _LATEST:
-            raise ValueError("must be between 1970 and 2200")
-        return value.astimezone(UTC)
+        return None if value is None else value.astimezone(UTC)
 
 
 class RewardCreate(_Terms):
@@ -98,8 +109,26 @@ class RewardCreate(_Terms):
         return self
 
 
+def _not_nullable(*names: str) -> Callable[[dict[str, Any]], None]:
+    """States in the schema that these fields, if given, are not null (the service refuses it)."""
+
+    def amend(schema: dict[str, Any]) -> None:
+        for name in names:
+            field = schema["properties"][name]
+            branches = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
+            field.update(branches[0])
+
+    return amend
+
+
 class RewardUpdate(_Terms):
     """A change to a catalog entry: only the fields given change (`null` clears a limit)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_not_nullable(
+            "name", "points_cost", "limit_period", "budget_period", "active"
+        )
+    )
 
     points_cost: PositivePoints | None = None
 

@@ -25,6 +25,7 @@ from fideliza.cases import service as cases
 from fideliza.cases.domain import (
     DEFAULT_SLA,
     MAX_GOODWILL_POINTS,
+    MAX_SLA_MINUTES,
     MAX_TEXT,
     CaseState,
     Category,
@@ -35,11 +36,15 @@ from fideliza.cases.domain import (
     parse_gesture,
 )
 from fideliza.cases.models import Case, CaseEvent
+from fideliza.core.validation import NotBlank, WholeNumber
 from fideliza.db import unit_of_work
 from fideliza.members import service as members
 from fideliza.programs import service as programs
 from fideliza.timeline import service as timeline
 from fideliza.timeline.domain import TimelineItem
+
+# The installed sources, stated in the OpenAPI (the service names an unknown one in its error).
+TimelineKind = Annotated[str, Field(json_schema_extra={"enum": timeline.kinds()})]
 
 router = APIRouter(prefix="/v1", tags=["cases"], responses=PROBLEM_RESPONSES)
 READ = reader()
@@ -62,7 +67,7 @@ class CaseCreate(BaseModel):
     category: Category
     channel: Channel
     severity: Severity
-    subject: str = Field(min_length=1, max_length=200)
+    subject: NotBlank = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=MAX_TEXT)
     purchase_id: int | None = Field(default=None, ge=1, le=MAX_INT)
     opened_by: OpenedBy = OpenedBy.STAFF
@@ -77,7 +82,7 @@ class MyCaseCreate(BaseModel):
 
     category: Category
     channel: Channel = Channel.APP
-    subject: str = Field(min_length=1, max_length=200)
+    subject: NotBlank = Field(min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=MAX_TEXT)
     purchase_id: int | None = Field(default=None, ge=1, le=MAX_INT)
 
@@ -104,8 +109,8 @@ class GestureIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    goodwill_points: int | None = Field(default=None, strict=True, ge=1, le=MAX_GOODWILL_POINTS)
-    coupon_campaign_id: int | None = Field(default=None, strict=True, ge=1, le=MAX_INT)
+    goodwill_points: WholeNumber | None = Field(default=None, ge=1, le=MAX_GOODWILL_POINTS)
+    coupon_campaign_id: WholeNumber | None = Field(default=None, ge=1, le=MAX_INT)
     refund_reference: str | None = Field(default=None, min_length=1, max_length=100)
 
 
@@ -114,7 +119,7 @@ class ResolveIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    resolution: str = Field(min_length=1, max_length=MAX_TEXT)
+    resolution: NotBlank = Field(min_length=1, max_length=MAX_TEXT)
     apologized: bool = False
     called_back_at: Timestamp | None = None
     gesture: GestureIn | None = None
@@ -123,13 +128,13 @@ class ResolveIn(BaseModel):
 class ReopenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=MAX_TEXT)
+    reason: NotBlank = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(min_length=1, max_length=MAX_TEXT)
+    note: NotBlank = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class SlaIn(BaseModel):
@@ -138,8 +143,8 @@ class SlaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     severity: Severity
-    first_response_minutes: int = Field(strict=True)
-    resolution_minutes: int = Field(strict=True)
+    first_response_minutes: WholeNumber = Field(ge=1, le=MAX_SLA_MINUTES)
+    resolution_minutes: WholeNumber = Field(ge=1, le=MAX_SLA_MINUTES)
 
 
 class SlaRead(BaseModel):
@@ -584,7 +589,7 @@ def member_timeline(
     member_id: IdPath,
     call: Annotated[Call, Depends(READ)],
     kinds: Annotated[
-        list[str] | None,
+        list[TimelineKind] | None,
         Query(description="Only these kinds (repeat the parameter); all by default."),
     ] = None,
     before: Annotated[

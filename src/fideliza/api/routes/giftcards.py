@@ -38,7 +38,7 @@ CARD_PROBE = [Depends(sensitive("gift_card", Scope.POS))]
 
 Code = Annotated[str, Field(min_length=2, max_length=100, description="As printed: 'K7QM-…'.")]
 Pin = Annotated[str | None, Field(default=None, min_length=1, max_length=20)]
-Currency = Annotated[str | None, Field(default=None, min_length=3, max_length=3)]
+Currency = Annotated[str | None, Field(default=None, pattern=r"^[A-Z]{3}$")]
 Reference = Annotated[
     str | None,
     Field(
@@ -371,7 +371,7 @@ def wallet_history(
     call: Annotated[Call, Depends(READ)],
     limit: Limit = 50,
     cursor: CursorQuery = None,
-    currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
+    currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
 ) -> Page[WalletMoveRead]:
     """The wallets' transactions, newest first."""
     with call.session() as db:

@@ -30,6 +30,7 @@ from fideliza.api.routes.members import (
 from fideliza.api.validation import IdPath, Limit
 from fideliza.apikeys import service as apikeys
 from fideliza.apikeys.domain import Scope
+from fideliza.core.validation import WholeNumber
 from fideliza.db import unit_of_work
 from fideliza.members import service as members
 from fideliza.members.schemas import MemberUpdate
@@ -46,7 +47,7 @@ class MemberTokenIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ttl_minutes: int = Field(default=15, strict=True, ge=1, le=24 * 60)
+    ttl_minutes: WholeNumber = Field(default=15, ge=1, le=24 * 60)
 
 
 class MemberTokenRead(BaseModel):

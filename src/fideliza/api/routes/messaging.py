@@ -3,6 +3,7 @@ one-click unsubscribe link (RFC 8058) that every marketing e-mail carries."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from html import escape
 from typing import Annotated, Any
@@ -17,8 +18,10 @@ from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.validation import IdPath
 from fideliza.apikeys.domain import Scope
+from fideliza.core.validation import WholeNumber
 from fideliza.messaging import service as messaging
 from fideliza.messaging.channels import MessagingSettings
+from fideliza.messaging.domain import LOCALES, TRIGGERED, Channel, Kind
 from fideliza.messaging.models import Message, MessageTemplate
 
 router = APIRouter(prefix="/v1", tags=["messaging"], responses=PROBLEM_RESPONSES)
@@ -38,6 +41,77 @@ class TemplateIn(BaseModel):
     subject: str | None = Field(default=None, max_length=200, description="Required for e-mail.")
     body_text: str = Field(max_length=50_000)
     body_html: str | None = Field(default=None, max_length=50_000)
+
+
+_CLOCK = r"^([01][0-9]|2[0-3]):([0-5][0-9])$"
+
+
+class _Forbid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Checked by the service, which names the setting in its error; the OpenAPI lists the values.
+Locale = Annotated[str, Field(json_schema_extra={"enum": list(LOCALES)})]
+Trigger = Annotated[str, Field(json_schema_extra={"enum": [kind.value for kind in TRIGGERED]})]
+
+
+class QuietHoursIn(_Forbid):
+    """Local times (HH:MM) between which nothing is sent; `end` before `start` spans midnight."""
+
+    start: str = Field(pattern=_CLOCK, examples=["21:00"])
+    end: str = Field(pattern=_CLOCK, examples=["09:00"])
+
+
+class FrequencyCapIn(_Forbid):
+    """At most `messages` marketing messages per member in any `days`."""
+
+    messages: WholeNumber = Field(ge=1, le=1000)
+    days: WholeNumber = Field(ge=1, le=365)
+
+
+def _not_nullable(*names: str) -> Callable[[dict[str, Any]], None]:
+    """States that these settings, when given, are not null (the service refuses it)."""
+
+    def amend(schema: dict[str, Any]) -> None:
+        for name in names:
+            field = schema["properties"][name]
+            branches = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
+            field.update(branches[0])
+
+    return amend
+
+
+class ConfigPatch(BaseModel):
+    """The settings to change (the others keep their values); `null` clears quiet hours, the
+    frequency cap or the provider. The service validates the result as a whole."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=_not_nullable(
+            "default_locale",
+            "welcome_days",
+            "expiring_days",
+            "win_back_days",
+            "win_back_window_days",
+            "reward_gap_points",
+            "win_back_p_alive_percent",
+            "triggers",
+            "channel",
+        ),
+    )
+
+    default_locale: Locale | None = None
+    quiet_hours: QuietHoursIn | None = None
+    frequency_cap: FrequencyCapIn | None = None
+    welcome_days: Annotated[WholeNumber, Field(ge=0, le=365)] | None = None
+    expiring_days: Annotated[WholeNumber, Field(ge=1, le=365)] | None = None
+    win_back_days: Annotated[WholeNumber, Field(ge=1, le=3650)] | None = None
+    win_back_window_days: Annotated[WholeNumber, Field(ge=1, le=3650)] | None = None
+    reward_gap_points: Annotated[WholeNumber, Field(ge=1, le=10_000_000)] | None = None
+    win_back_p_alive_percent: Annotated[WholeNumber, Field(ge=0, le=99)] | None = None
+    triggers: list[Trigger] | None = None
+    channel: Channel | None = None
+    provider_url: str | None = Field(default=None, max_length=2000)
 
 
 class TemplateRead(BaseModel):
@@ -110,14 +184,19 @@ def _message_read(row: Message) -> MessageRead:
     )
 
 
-Segment = Annotated[str, Path(min_length=1, max_length=40)]
+# Checked by the service (an unknown one is a 422 naming `template`); the OpenAPI lists them.
+KindSegment = Annotated[str, Path(json_schema_extra={"enum": [kind.value for kind in Kind]})]
+ChannelSegment = Annotated[
+    str, Path(json_schema_extra={"enum": [channel.value for channel in Channel]})
+]
+LocaleSegment = Annotated[str, Path(json_schema_extra={"enum": list(LOCALES)})]
 
 
 @router.put("/messaging/templates/{kind}/{channel}/{locale}", response_model=TemplateRead)
 def put_template(
-    kind: Segment,
-    channel: Segment,
-    locale: Segment,
+    kind: KindSegment,
+    channel: ChannelSegment,
+    locale: LocaleSegment,
     body: TemplateIn,
     call: Annotated[Write, Depends(ADMIN)],
 ) -> Response:
@@ -158,14 +237,14 @@ def get_config(call: Annotated[Call, Depends(ADMIN_READ)]) -> ConfigRead:
 
 
 @router.patch("/messaging/config", response_model=ConfigRead)
-def patch_config(body: dict[str, Any], call: Annotated[Write, Depends(ADMIN)]) -> Response:
+def patch_config(body: ConfigPatch, call: Annotated[Write, Depends(ADMIN)]) -> Response:
     """Changes some settings, validated as a whole (errors name the setting)."""
 
     def work(db: Session) -> Response:
         config = messaging.set_config(
             db,
             program_id=call.program_id,
-            changes=body,
+            changes=body.model_dump(mode="json", exclude_unset=True),
             now=call.now,
             actor=call.caller.actor,
             allow_private=MessagingSettings().provider_allow_private_addresses,

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
-from fideliza.api.validation import IdPath, Points, Reason, SignedPoints
+from fideliza.api.validation import IdPath, NonZeroPoints, Points, Reason
 from fideliza.apikeys.domain import Scope
 from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
+from fideliza.core.validation import WholeNumber
 from fideliza.ledger import service as ledger
 from fideliza.ledger.models import Hold
 from fideliza.members import service as members
@@ -64,8 +65,8 @@ class HoldIn(BaseModel):
     points: Points
     reference: str = Field(min_length=1, max_length=90)
     reason: Reason
-    ttl_minutes: int | None = Field(
-        default=None, strict=True, ge=1, le=7 * 24 * 60, description="Default: the program's."
+    ttl_minutes: WholeNumber | None = Field(
+        default=None, ge=1, le=7 * 24 * 60, description="Default: the program's."
     )
 
     _reference = field_validator("reference")(_client_reference)
@@ -114,7 +115,7 @@ class AdjustmentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    points: SignedPoints
+    points: NonZeroPoints
     reason: Reason
 
 
@@ -285,8 +286,6 @@ def adjust(
     member_id: IdPath, body: AdjustmentIn, call: Annotated[Write, Depends(ADMIN)]
 ) -> Response:
     """A manual correction by an admin key, with its reason (the audit names the key)."""
-    if body.points == 0:
-        raise ValidationError("must not be zero", field="points")
 
     def work(db: Session) -> Response:
         program = call.program(db)

@@ -17,6 +17,7 @@ from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.validation import IdPath
 from fideliza.apikeys.domain import Scope
 from fideliza.core.errors import ValidationError
+from fideliza.core.validation import WholeNumber
 from fideliza.rewards import service as rewards
 from fideliza.rewards.schemas import (
     MemberCatalog,
@@ -43,13 +44,13 @@ class RedemptionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reward_id: int = Field(strict=True, ge=1, le=2**63 - 1)
+    reward_id: WholeNumber = Field(ge=1, le=2**63 - 1)
     reference: str | None = Field(default=None, min_length=1, max_length=rewards.MAX_REFERENCE)
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="What the member chose (a seat, a size, a date …)."
     )
-    ttl_minutes: int | None = Field(
-        default=None, strict=True, ge=1, le=7 * 24 * 60, description="Default: the program's."
+    ttl_minutes: WholeNumber | None = Field(
+        default=None, ge=1, le=7 * 24 * 60, description="Default: the program's."
     )
 
     @field_validator("reference")

@@ -9,7 +9,7 @@ single-use link is the credential. They are rate-limited per client address inst
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
@@ -119,10 +119,13 @@ def list_surveys(
 @router.get("/surveys/scores", response_model=ScorePage)
 def survey_scores(
     call: Annotated[Call, Depends(READ)],
-    kind: Annotated[str, Query(description="nps or csat.")] = "nps",
-    period: Annotated[str, Query(description="month or quarter (local calendar).")] = "month",
+    kind: Annotated[Literal["nps", "csat"], Query(description="nps or csat.")] = "nps",
+    period: Annotated[
+        Literal["month", "quarter"], Query(description="month or quarter (local calendar).")
+    ] = "month",
     by: Annotated[
-        str | None, Query(description="channel, store, tier or segment (default: overall).")
+        Literal["channel", "store", "tier", "segment"] | None,
+        Query(description="channel, store, tier or segment (default: overall)."),
     ] = None,
     since: Annotated[datetime | None, Query(description="Answers from this instant.")] = None,
     until: Annotated[datetime | None, Query(description="Answers before this instant.")] = None,
