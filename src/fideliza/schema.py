@@ -12,6 +12,7 @@ from fideliza.members import models as _members  # noqa: F401
 from fideliza.messaging import models as _messaging  # noqa: F401
 from fideliza.programs import models as _programs  # noqa: F401
 from fideliza.purchases import models as _purchases  # noqa: F401
+from fideliza.ratelimits import models as _ratelimits  # noqa: F401
 from fideliza.referrals import models as _referrals  # noqa: F401
 from fideliza.rewards import models as _rewards  # noqa: F401
 from fideliza.rules import models as _rules  # noqa: F401

@@ -165,10 +165,20 @@ class Objects:
     redemption_id: int
     campaign_id: int
     coupon_code: str
+    delivery_id: int
+    rule_id: int
 
 
 WEBHOOK = {"url": "https://93.184.216.34/hooks", "event_types": ["*"]}  # a public literal IP
 COUPONS = {"name": "Matrix", "discount": {"type": "fixed", "amount": "1.00"}}
+TIERS = {
+    "levels": [{"code": "GOLD", "name": "Gold", "rank": 1, "threshold": "0"}],
+    "policy": {"basis": "points", "period": "calendar_year"},
+}
+
+
+def rule_definition() -> dict[str, Any]:
+    return {"name": unique("rule"), "actions": [{"type": "fixed_bonus", "points": 1}]}
 
 
 def objects_of(client: TestClient, world: World) -> Objects:
@@ -186,6 +196,8 @@ def objects_of(client: TestClient, world: World) -> Objects:
         "/v1/api-keys", json={"name": "spare", "scopes": ["read"]}, headers=world.auth()
     ).json()
     webhook = client.post("/v1/webhooks", json=WEBHOOK, headers=world.auth()).json()
+    delivery = client.post(f"/v1/webhooks/{webhook['id']}/test", headers=world.auth()).json()
+    [rule] = client.get("/v1/rules", headers=world.auth()).json()
     card = client.post("/v1/gift-cards", json={"amount": "20.00"}, headers=world.auth()).json()
     spent = client.post(
         "/v1/gift-cards/spends",
@@ -232,6 +244,8 @@ def objects_of(client: TestClient, world: World) -> Objects:
         redemption_id=redemption["id"],
         campaign_id=campaign["id"],
         coupon_code=coupon_code,
+        delivery_id=delivery["id"],
+        rule_id=rule["id"],
     )
 
 
@@ -435,6 +449,19 @@ ROUTES: list[tuple[str, str, str, Body]] = [
     ("POST", "/v1/webhooks", "admin", lambda o: WEBHOOK),
     ("GET", "/v1/webhooks/{webhook}", "admin", None),
     ("DELETE", "/v1/webhooks/{webhook}", "admin", None),
+    ("GET", "/v1/webhooks/{webhook}/deliveries", "admin", None),
+    ("GET", "/v1/webhooks/{webhook}/deliveries/{delivery}", "admin", None),
+    ("POST", "/v1/webhooks/{webhook}/deliveries/{delivery}/redeliver", "admin", None),
+    ("POST", "/v1/webhooks/{webhook}/test", "admin", None),
+    ("GET", "/v1/program/settings", "admin", None),
+    ("PATCH", "/v1/program/settings", "admin", lambda o: {"hold_ttl_minutes": 20}),
+    ("GET", "/v1/rules", "admin", None),
+    ("POST", "/v1/rules", "admin", lambda o: {"definition": rule_definition()}),
+    ("GET", "/v1/rules/{rule}", "admin", None),
+    ("PATCH", "/v1/rules/{rule}", "admin", lambda o: {"active": True}),
+    ("POST", "/v1/rules/{rule}/versions", "admin", lambda o: {"definition": rule_definition()}),
+    ("GET", "/v1/tiers/config", "admin", None),
+    ("PUT", "/v1/tiers/config", "admin", lambda o: TIERS),
 ]
 
 
@@ -455,12 +482,14 @@ def _path(template: str, objects: Objects) -> str:
         kind="birthday",
         channel="email",
         locale="es",
+        delivery=objects.delivery_id,
+        rule=objects.rule_id,
     )
 
 
 PLACEHOLDERS = (
     "member|purchase|hold|key|webhook|token|card|spend|case|reward|redemption|campaign"
-    "|kind|channel|locale"
+    "|kind|channel|locale|delivery|rule"
 )
 PLACEHOLDER = rf"\{{({PLACEHOLDERS})\}}"
 
@@ -494,6 +523,8 @@ def _param(match: re.Match[str]) -> str:
         "kind": "{kind}",
         "channel": "{channel}",
         "locale": "{locale}",
+        "delivery": "{delivery_id}",
+        "rule": "{rule_id}",
     }[match.group(1)]
 
 
@@ -561,6 +592,8 @@ def test_another_program_s_objects_are_as_absent_ones(
         redemption_id=2**62,
         campaign_id=2**62,
         coupon_code=new_code(),
+        delivery_id=2**62,
+        rule_id=2**62,
     )
     failures, compared = [], 0
     for method, template, needed, body in ROUTES:
@@ -587,7 +620,7 @@ def test_another_program_s_objects_are_as_absent_ones(
         if not _same_problem(*responses):
             failures.append(f"{method} {template}: {[r.text for r in responses]}")
     assert not failures, "\n".join(failures)
-    assert compared == 49
+    assert compared == 56
     # And nothing of theirs moved.
     balance = client.get(
         f"/v1/members/{theirs.member['id']}/balance", headers=other.auth("read")

@@ -18,12 +18,14 @@ from fideliza.api import errors
 from fideliza.api import logging as logs
 from fideliza.api.context import Runtime
 from fideliza.api.errors import problem_body, render
+from fideliza.api.grouping import PurchaseGroups
 from fideliza.api.idempotency import REPLAYED
 from fideliza.api.metrics import CONTENT_TYPE, Metrics
-from fideliza.api.ratelimit import RateLimits, TokenBuckets
+from fideliza.api.ratelimit import Limiter, RateLimits, TokenBuckets
 from fideliza.api.routes import (
     admin,
     cases,
+    config,
     coupons,
     events,
     giftcards,
@@ -43,6 +45,7 @@ from fideliza.api.validation import checked_body, document_storable_limits
 from fideliza.config import get_settings
 from fideliza.core.clock import Clock, SystemClock
 from fideliza.db import make_engine, make_session_factory
+from fideliza.ratelimits.store import DatabaseWindows
 
 DESCRIPTION = """\
 Fideliza's REST API for tills, shops and apps.
@@ -50,6 +53,8 @@ Fideliza's REST API for tills, shops and apps.
 **Auth**: `Authorization: Bearer <API key>`. A key belongs to one program and has scopes
 (`read`; `pos` = read + write purchases, returns, events, members, holds and redemptions;
 `admin` = everything, plus keys and jobs). Objects of other programs do not exist for it.
+A revoked key is refused at once by the server process that revoked it, and by every other
+within 5 seconds (verified keys are remembered that long).
 
 **Idempotency**: every mutating request accepts `Idempotency-Key`. Same key and body → the
 first response again (`Idempotent-Replayed: true`); other body → 422 `idempotency_error`;
@@ -116,15 +121,20 @@ def create_app(
     """Builds the app on one engine (each uvicorn worker calls this once)."""
     engine = make_engine(database_url or get_settings().database_url)
     api_settings = settings or ApiSettings()
+    factory = make_session_factory(engine)
     rt = Runtime(
         engine=engine,
-        factory=make_session_factory(engine),
+        factory=factory,
         clock=clock or SystemClock(),
         settings=api_settings,
+        purchase_groups=PurchaseGroups(factory),
     )
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(started: FastAPI) -> AsyncIterator[None]:
+        # Every request checks its path against the OpenAPI document, which takes a second or
+        # more to build: build it before serving, not in the first request of each worker.
+        started.openapi()
         yield
         engine.dispose()
 
@@ -146,14 +156,23 @@ def create_app(
     def seconds() -> float:  # the app's clock, so that tests can move time on
         return rt.clock.now().timestamp()
 
-    limits = RateLimits(
-        sensitive=TokenBuckets(
+    sensitive: Limiter | None = None
+    if api_settings.sensitive_rate_limit and api_settings.rate_limit_store == "database":
+        sensitive = DatabaseWindows(
+            engine=engine,
+            scope="sensitive",
+            capacity=api_settings.sensitive_rate_limit,
+            window_seconds=max(1.0, api_settings.sensitive_rate_window_seconds),
+            now=seconds,
+        )
+    elif api_settings.sensitive_rate_limit:
+        sensitive = TokenBuckets(
             capacity=api_settings.sensitive_rate_limit,
             window_seconds=api_settings.sensitive_rate_window_seconds,
             now=seconds,
         )
-        if api_settings.sensitive_rate_limit
-        else None,
+    limits = RateLimits(
+        sensitive=sensitive,
         auth_failures=TokenBuckets(
             capacity=api_settings.auth_failure_limit,
             window_seconds=api_settings.auth_failure_window_seconds,
@@ -178,7 +197,7 @@ def create_app(
     app.add_middleware(Telemetry, metrics=metrics, auth_failures=limits.auth_failures)
 
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # async: no thread-pool hop for a constant
         """The process is up."""
         return {"status": "ok"}
 
@@ -205,6 +224,7 @@ def create_app(
 
     for module in (
         admin,
+        config,
         members,
         purchases,
         events,

@@ -18,7 +18,7 @@ an unexpected failure (5xx) rolls everything back and forgets the key, so a retr
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -77,7 +77,7 @@ class Write(Call):
     """A request allowed to write: `run` does its work once per Idempotency-Key."""
 
     idempotency_key: str | None
-    fingerprint: str
+    fingerprint: str  # of the request, when it has an idempotency key ("" without)
 
     def run(
         self,
@@ -178,30 +178,30 @@ class Write(Call):
             db.rollback()
 
 
-async def body_fingerprint(request: Request, body: Annotated[Any, Depends(checked_body)]) -> str:
-    return fingerprint(
-        method=request.method, path=request.url.path, query=request.url.query, body=body
-    )
-
-
-def writer(scope: Scope = Scope.POS) -> Callable[..., Write]:
+def writer(scope: Scope = Scope.POS) -> Callable[..., Awaitable[Write]]:
     """A dependency: a `Write` for a mutating route (needs `scope`, `pos` by default)."""
     needs = requires(scope)
 
-    def dependency(
+    async def dependency(  # no I/O: no thread-pool hop
         request: Request,
         caller: Annotated[Caller, Depends(needs)],
         rt: Annotated[Runtime, Depends(runtime)],
-        digest: Annotated[str, Depends(body_fingerprint)],
+        body: Annotated[Any, Depends(checked_body)],
         idempotency_key: IdempotencyKey = None,
     ) -> Write:
+        url = request.url
         return Write(
             caller=caller,
             runtime=rt,
             now=rt.clock.now(),
-            instance=request.url.path,
+            instance=url.path,
             idempotency_key=idempotency_key,
-            fingerprint=digest,
+            # Only a keyed request is ever compared with another: no digest without a key.
+            fingerprint=fingerprint(
+                method=request.method, path=url.path, query=url.query, body=body
+            )
+            if idempotency_key is not None
+            else "",
         )
 
     dependency.__name__ = f"writer_{scope}"

@@ -8,8 +8,10 @@
   (else a correct guess would still be told apart from a wrong one).
 
 The buckets live in process memory: each worker counts on its own, so with N workers a
-client may get up to N times the limit. A shared store (Redis, or a PostgreSQL table) is
-needed for one limit across workers and hosts.
+client may get up to N times the limit. With `rate_limit_store = "database"` the sensitive
+look-ups are counted in the database instead (`fideliza.ratelimits.store`), one limit across
+workers and hosts; failed authentications stay in memory (checked on every request, before
+anything else, where a database write would cost every caller).
 """
 
 # No `from __future__ import annotations`: FastAPI must evaluate the annotations of the
@@ -17,10 +19,11 @@ needed for one limit across workers and hosts.
 
 import math
 import threading
-from collections.abc import Callable, Hashable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from fideliza.api.context import Caller, requires
 from fideliza.apikeys.domain import Scope
@@ -93,13 +96,21 @@ class TokenBuckets:
         self._buckets[key] = (tokens, at)
 
 
+class Limiter(Protocol):
+    """What a rate-limit store answers: 0 (go on) or the seconds to wait."""
+
+    def take(self, key: Hashable) -> int: ...
+
+    def peek(self, key: Hashable) -> int: ...
+
+
 class RateLimits:
     """The app's buckets (`None`: that limit is off)."""
 
     def __init__(
         self,
         *,
-        sensitive: TokenBuckets | None,
+        sensitive: Limiter | None,
         auth_failures: TokenBuckets | None,
     ) -> None:
         self.sensitive = sensitive
@@ -111,17 +122,25 @@ def limits_of(request: Request) -> RateLimits:
     return found
 
 
-def sensitive(flow: str, scope: Scope = Scope.READ) -> Callable[..., None]:
+def sensitive(flow: str, scope: Scope = Scope.READ) -> Callable[..., Awaitable[None]]:
     """A route dependency: the caller (with `scope`) spends a token of `flow`'s bucket."""
     needs = requires(scope)
 
-    def dependency(
+    # `async`: in-memory buckets need no thread-pool hop (a database store gets one below).
+    async def dependency(
         caller: Annotated[Caller, Depends(needs)],
         limits: Annotated[RateLimits, Depends(limits_of)],
     ) -> None:
-        if limits.sensitive is None:
+        store = limits.sensitive
+        if store is None:
             return
-        wait = limits.sensitive.take((flow, caller.key_id))
+        key = (flow, caller.key_id)
+        # Memory answers at once; a database store is called in a thread, off the event loop.
+        wait = (
+            store.take(key)
+            if isinstance(store, TokenBuckets)
+            else await run_in_threadpool(store.take, key)
+        )
         if wait:
             raise RateLimited(
                 f"too many {flow.replace('_', ' ')} requests with this API key; retry in {wait} s",

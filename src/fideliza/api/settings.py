@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +35,10 @@ class ApiSettings(BaseSettings):
     # API key and flow per window (a token bucket, refilled continuously); 0 turns it off.
     sensitive_rate_limit: int = Field(default=60, ge=0)
     sensitive_rate_window_seconds: float = Field(default=60.0, gt=0)
+    # Where those look-ups are counted: "memory" (each worker on its own: with N workers a
+    # client gets up to N times the limit) or "database" (one fixed-window counter per key
+    # shared by every worker and host on the database; one statement per look-up).
+    rate_limit_store: Literal["memory", "database"] = "memory"
     # Failed authentications (401) allowed per client IP per window; when used up, every /v1
     # request from that IP gets 429 until the bucket refills. 0 turns it off.
     auth_failure_limit: int = Field(default=30, ge=0)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, event, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,19 @@ from fideliza.programs import service as programs
 from fideliza.programs.models import Program
 
 LAST_USED_EVERY = timedelta(minutes=1)
+
+# Revocations seen by this process: the API's cache of verified keys drops its entries when
+# the count moves (bumped when a revocation is made, and again when it commits).
+_revocations = [0]
+
+
+def revocations() -> int:
+    """How many key revocations this process has made (for caches of verified keys)."""
+    return _revocations[0]
+
+
+def _count_revocation(_db: Session | None = None) -> None:
+    _revocations[0] += 1
 
 
 def create(
@@ -139,6 +152,10 @@ def revoke(
     """Revokes a key for good; revoking it again changes nothing."""
     row = get(db, program_id=program_id, key_id=key_id)
     if row.revoked_at is None:
+        _count_revocation()
+        # Once more after the commit: a key verified between now and then was verified
+        # before the revocation was visible, and must not stay cached.
+        event.listen(db, "after_commit", _count_revocation, once=True)
         row.revoked_at = now
         programs.audit(
             db,

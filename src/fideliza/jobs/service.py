@@ -27,6 +27,7 @@ from fideliza.referrals import service as referrals
 from fideliza.rewards import service as rewards
 from fideliza.surveys import service as surveys
 from fideliza.tiers import service as tiers
+from fideliza.webhooks import expiring
 
 # A step's result: a count, None (nothing was due at all), or counts by kind.
 Counted = int | dict[str, int] | None
@@ -70,6 +71,8 @@ STEPS: tuple[tuple[str, Step], ...] = (
     ("redemptions_expired", lambda db, p, now: rewards.expire_due(db, program_id=p, now=now)),
     ("holds_released", lambda db, p, now: ledger.expire_holds(db, program_id=p, now=now)),
     ("points_expired", lambda db, p, now: ledger.expire_due(db, program_id=p, now=now)),
+    # After expiry: what expired today is no longer announced as expiring.
+    ("points_expiring", lambda db, p, now: expiring.announce_due(db, program_id=p, now=now)),
     ("tier_changes", _tier_review),
     ("gift_cards_expired", lambda db, p, now: giftcards.expire_due(db, program_id=p, now=now)),
     ("referrals_rewarded", lambda db, p, now: referrals.pay_due(db, program_id=p, now=now)),

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +35,7 @@ _EVENT_TYPE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class DeliveryStatus:
+class DeliveryStatus(StrEnum):
     """Where a delivery is: waiting for an attempt, done, or given up."""
 
     PENDING = "pending"

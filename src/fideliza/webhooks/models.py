@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fideliza.db import Base, Id, Json, UTCDateTime
@@ -35,6 +35,8 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("endpoint_id", "outbox_id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # The delivery log of an endpoint, newest first.
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -48,6 +50,10 @@ class WebhookDelivery(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A redelivery queues the event again with a fresh retry budget: the policy counts the
+    # attempts made since then, while `attempts` keeps numbering the log without repeats.
+    attempts_before_redelivery: Mapped[int] = mapped_column(default=0, server_default="0")
+    redelivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookAttempt(Base):
@@ -62,3 +68,16 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column()
+
+
+class ExpiringNotice(Base):
+    """A lot whose coming expiry a `points.expiring` event announced (never announced twice)."""
+
+    __tablename__ = "points_expiring_notices"
+
+    lot_id: Mapped[int] = mapped_column(ForeignKey("point_lots.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    noticed_at: Mapped[datetime] = mapped_column(UTCDateTime)

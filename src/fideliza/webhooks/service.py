@@ -29,7 +29,7 @@ from sqlalchemy import Select, and_, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from fideliza import __version__
-from fideliza.core.errors import FidelizaError, NotFound, ValidationError
+from fideliza.core.errors import FidelizaError, InvalidState, NotFound, ValidationError
 from fideliza.db import unit_of_work
 from fideliza.programs import service as programs
 from fideliza.programs.models import OutboxEvent
@@ -67,6 +67,8 @@ class WebhookSettings(BaseSettings):
     allow_private_addresses: bool = False
     max_attempts: int = Field(default=8, ge=1, le=50)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # `points.expiring` announces points this many days before they expire.
+    expiring_notice_days: int = Field(default=30, ge=1, le=365)
 
 
 Resolver = Callable[[str, int], list[str]]
@@ -183,6 +185,155 @@ def attempts_of(db: Session, *, delivery_id: int) -> list[WebhookAttempt]:
     return list(db.scalars(query.order_by(WebhookAttempt.id)))
 
 
+# --- the delivery log ------------------------------------------------------------------------
+
+MAX_PAGE = 200
+TEST_EVENT = "webhook.test"
+REDELIVERABLE = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)
+
+
+def list_deliveries(
+    db: Session,
+    *,
+    program_id: int,
+    endpoint_id: int,
+    status: str | None = None,
+    event_type: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[WebhookDelivery]:
+    """An endpoint's deliveries, newest first; `before_id` (the last id of a page) pages back."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"must be between 1 and {MAX_PAGE}", field="limit")
+    if status is not None and status not in set(DeliveryStatus):
+        raise ValidationError(f"must be one of {[s.value for s in DeliveryStatus]}", field="status")
+    endpoint = get(db, program_id=program_id, endpoint_id=endpoint_id)
+    query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    if event_type is not None:
+        query = query.where(WebhookDelivery.event_type == event_type)
+    if before_id is not None:
+        query = query.where(WebhookDelivery.id < before_id)
+    return list(db.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
+
+
+def get_delivery(
+    db: Session, *, program_id: int, endpoint_id: int, delivery_id: int
+) -> WebhookDelivery:
+    """One delivery of an endpoint (the same error whether absent, another endpoint's or
+    another program's)."""
+    endpoint = get(db, program_id=program_id, endpoint_id=endpoint_id)
+    row = db.get(WebhookDelivery, delivery_id)
+    if row is None or row.endpoint_id != endpoint.id:
+        raise NotFound(f"webhook delivery {delivery_id} does not exist", field="delivery_id")
+    return row
+
+
+def event_of(db: Session, *, delivery: WebhookDelivery) -> OutboxEvent:
+    """The outbox event a delivery carries."""
+    event = db.get(OutboxEvent, delivery.outbox_id)
+    if event is None:  # a foreign key guarantees it
+        raise NotFound(f"event {delivery.outbox_id} does not exist", field="delivery_id")
+    return event
+
+
+def redeliver(
+    db: Session,
+    *,
+    program_id: int,
+    endpoint_id: int,
+    delivery_id: int,
+    now: datetime,
+    actor: str | None = None,
+) -> WebhookDelivery:
+    """Queues a delivered or failed event again for its endpoint, with a fresh retry budget
+    (the next dispatcher run sends it, with the same `webhook-id`)."""
+    row = get_delivery(db, program_id=program_id, endpoint_id=endpoint_id, delivery_id=delivery_id)
+    endpoint = get(db, program_id=program_id, endpoint_id=endpoint_id)
+    if not endpoint.active:
+        raise InvalidState(
+            f"webhook endpoint {endpoint_id} is deactivated: nothing is sent to it",
+            field="webhook_id",
+        )
+    # Checked and changed in one statement: a dispatcher or a concurrent redelivery may move
+    # the delivery meanwhile, and a delivery in flight must not be queued twice.
+    queued = db.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == row.id, WebhookDelivery.status.in_(REDELIVERABLE))
+        .values(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now,
+            delivered_at=None,
+            attempts_before_redelivery=WebhookDelivery.attempts,
+            redelivered_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.refresh(row)
+    if not queued.rowcount:  # type: ignore[attr-defined]
+        raise InvalidState(
+            f"webhook delivery {delivery_id} is {row.status}: only a delivered or failed one "
+            "can be sent again",
+            field="delivery_id",
+        )
+    programs.audit(
+        db,
+        program_id=program_id,
+        action="fideliza.webhook.redelivered",
+        subject=str(row.id),
+        now=now,
+        actor=actor,
+        data={"webhook_id": endpoint.id, "event_type": row.event_type},
+    )
+    return row
+
+
+def send_test(
+    db: Session, *, program_id: int, endpoint_id: int, now: datetime, actor: str | None = None
+) -> WebhookDelivery:
+    """Queues a `webhook.test` event for one endpoint only (whatever it subscribes to): the
+    next dispatcher run sends it, signed like any event, and logs the attempt."""
+    endpoint = get(db, program_id=program_id, endpoint_id=endpoint_id)
+    if not endpoint.active:
+        raise InvalidState(
+            f"webhook endpoint {endpoint_id} is deactivated: nothing is sent to it",
+            field="webhook_id",
+        )
+    # Written as already dispatched, so the fan-out never sends it to the other endpoints.
+    event = OutboxEvent(
+        program_id=program_id,
+        event_type=TEST_EVENT,
+        payload={"webhook_id": endpoint.id, "test": True},
+        created_at=now,
+        dispatched_at=now,
+    )
+    db.add(event)
+    db.flush()
+    row = WebhookDelivery(
+        program_id=program_id,
+        endpoint_id=endpoint.id,
+        outbox_id=event.id,
+        event_type=TEST_EVENT,
+        status=DeliveryStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    db.add(row)
+    db.flush()
+    programs.audit(
+        db,
+        program_id=program_id,
+        action="fideliza.webhook.tested",
+        subject=str(endpoint.id),
+        now=now,
+        actor=actor,
+        data={"delivery_id": row.id},
+    )
+    return row
+
+
 # --- dispatch --------------------------------------------------------------------------------
 
 
@@ -228,6 +379,7 @@ class DispatchReport:
 class _Claimed:
     delivery_id: int
     attempt: int
+    attempts_before: int  # made before the last redelivery: the retry budget starts after them
     url: str
     secret: str
     outbox_id: int
@@ -311,6 +463,7 @@ def _claim(
             select(
                 WebhookDelivery.id,
                 WebhookDelivery.attempts,
+                WebhookDelivery.attempts_before_redelivery,
                 WebhookEndpoint.url,
                 WebhookEndpoint.secret,
                 WebhookEndpoint.active,
@@ -333,19 +486,20 @@ def _claim(
         claimed: list[_Claimed] = []
         cancelled: list[int] = []
         for row in rows:
-            if not row[4]:
+            if not row[5]:
                 cancelled.append(row[0])
                 continue
             claimed.append(
                 _Claimed(
                     delivery_id=row[0],
                     attempt=row[1] + 1,
-                    url=row[2],
-                    secret=row[3],
-                    outbox_id=row[5],
-                    event_type=row[6],
-                    occurred_at=row[7],
-                    payload=row[8],
+                    attempts_before=row[2],
+                    url=row[3],
+                    secret=row[4],
+                    outbox_id=row[6],
+                    event_type=row[7],
+                    occurred_at=row[8],
+                    payload=row[9],
                 )
             )
         if cancelled:
@@ -430,7 +584,8 @@ def _record(
         values = {"status": DeliveryStatus.DELIVERED, "next_attempt_at": None, "delivered_at": now}
         report.delivered += 1
     else:
-        again = policy.next_attempt(attempts=claimed.attempt, now=now) if outcome.retry else None
+        made = claimed.attempt - claimed.attempts_before
+        again = policy.next_attempt(attempts=made, now=now) if outcome.retry else None
         if again is None:
             values = {"status": DeliveryStatus.FAILED, "next_attempt_at": None}
             report.failed += 1

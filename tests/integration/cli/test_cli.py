@@ -346,6 +346,7 @@ def test_jobs_run_twice_does_nothing_the_second_time(sqlite_db: Target, tmp_path
         "redemptions_expired": 0,
         "holds_released": 0,
         "points_expired": 0,
+        "points_expiring": None,  # no webhook endpoint listens to points.expiring
         "tier_changes": None,  # this period's review is done: nothing was due
         "gift_cards_expired": 0,
         "referrals_rewarded": 0,

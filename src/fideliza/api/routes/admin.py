@@ -54,7 +54,7 @@ class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[str] = Field(min_length=1, max_length=3, examples=[["pos"]])
+    scopes: list[Scope] = Field(min_length=1, max_length=3, examples=[["pos"]])
     expires_at: Timestamp | None = None
 
 
@@ -109,7 +109,7 @@ def create_key(body: ApiKeyIn, call: Annotated[Write, Depends(ADMIN_WRITE)]) -> 
             db,
             program=call.program(db),
             name=body.name,
-            scopes=body.scopes,
+            scopes=[scope.value for scope in body.scopes],
             now=call.now,
             actor=call.caller.actor,
             expires_at=body.expires_at,
@@ -146,6 +146,7 @@ class JobsRead(BaseModel):
     redemptions_expired: int
     holds_released: int
     points_expired: int
+    points_expiring: int | None
     tier_changes: int | None
     gift_cards_expired: int
     referrals_rewarded: int

@@ -19,9 +19,11 @@ from fideliza.api.metrics import note_posting
 from fideliza.api.validation import DecimalText, ExternalId, IdPath, Timestamp
 from fideliza.core.errors import NotFound
 from fideliza.core.money import minor_units
+from fideliza.core.validation import WholeNumber
 from fideliza.ledger.domain import TxKind
 from fideliza.members import service as members
 from fideliza.purchases import service as purchases
+from fideliza.purchases.ingest import Outcome
 from fideliza.purchases.models import Purchase
 from fideliza.rules.domain import Posting
 from fideliza.rules.service import explain_checks
@@ -38,7 +40,7 @@ class ItemIn(BaseModel):
 
     sku: str = Field(min_length=1, max_length=64)
     category: str | None = Field(default=None, max_length=64)
-    quantity: int = Field(default=1, strict=True, ge=1, le=1_000_000)
+    quantity: WholeNumber = Field(default=1, ge=1, le=1_000_000)
     unit_price: DecimalText
 
 
@@ -49,7 +51,7 @@ class BasketIn(BaseModel):
 
     occurred_at: Timestamp
     amount: DecimalText
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     channel: str | None = Field(default=None, max_length=30)
     store: str | None = Field(default=None, max_length=64)
     items: list[ItemIn] = Field(default_factory=list, max_length=1000)
@@ -126,7 +128,7 @@ class ReturnItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(default=1, strict=True, ge=1, le=1_000_000)
+    quantity: WholeNumber = Field(default=1, ge=1, le=1_000_000)
 
 
 class ReturnIn(BaseModel):
@@ -193,6 +195,13 @@ def postings_read(postings: tuple[Posting, ...] | list[Posting]) -> list[Posting
 )
 def record_purchase(body: PurchaseIn, call: Annotated[Write, Depends(WRITE)]) -> Response:
     """Records a purchase and earns its points (idempotent by `external_id`)."""
+    groups = call.runtime.purchase_groups
+    if call.idempotency_key is None and groups is not None:
+        # Recorded with the purchases other requests are sending at the same moment.
+        outcome = groups.record(
+            program_id=call.program_id, data=body.as_service_data(), now=call.now
+        )
+        return _purchase_response(outcome)
 
     def work(db: Session) -> Response:
         program = call.program(db)
@@ -201,25 +210,29 @@ def record_purchase(body: PurchaseIn, call: Annotated[Write, Depends(WRITE)]) ->
         )
         if outcome.transaction_id is not None and not outcome.replayed:
             note_posting(db, TxKind.EARN.value)  # written in bulk, unseen by the metrics' watch
-        change = outcome.tier_change
-        result = PurchaseResult(
-            purchase_id=outcome.purchase_id,
-            external_id=outcome.external_id,
-            member_id=outcome.member_id,
-            points=outcome.points,
-            pending=outcome.pending,
-            transaction_id=outcome.transaction_id,
-            postings=postings_read(outcome.postings),
-            tier_change=TierChangeRead(
-                from_code=change.from_code, to_code=change.to_code, reason=change.reason
-            )
-            if change
-            else None,
-            replayed=outcome.replayed,
-        )
-        return json_response(result, status=200 if outcome.replayed else 201)
+        return _purchase_response(outcome)
 
     return call.run(work)
+
+
+def _purchase_response(outcome: Outcome) -> Response:
+    change = outcome.tier_change
+    result = PurchaseResult(
+        purchase_id=outcome.purchase_id,
+        external_id=outcome.external_id,
+        member_id=outcome.member_id,
+        points=outcome.points,
+        pending=outcome.pending,
+        transaction_id=outcome.transaction_id,
+        postings=postings_read(outcome.postings),
+        tier_change=TierChangeRead(
+            from_code=change.from_code, to_code=change.to_code, reason=change.reason
+        )
+        if change
+        else None,
+        replayed=outcome.replayed,
+    )
+    return json_response(result, status=200 if outcome.replayed else 201)
 
 
 @router.get("/purchases/{purchase_id}", response_model=PurchaseRead)

@@ -1,12 +1,12 @@
-"""The program's webhook endpoints (admin keys only)."""
+"""The program's webhook endpoints, their delivery log and redeliveries (admin keys only)."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session
 from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
-from fideliza.api.validation import IdPath
+from fideliza.api.pagination import CursorQuery, Page, decode_cursor, encode_cursor
+from fideliza.api.validation import IdPath, Limit
 from fideliza.apikeys.domain import Scope
 from fideliza.webhooks import service as webhooks
-from fideliza.webhooks.models import WebhookEndpoint
+from fideliza.webhooks.domain import DeliveryStatus, message_id
+from fideliza.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES, tags=["webhooks"])
 ADMIN_READ = reader(Scope.ADMIN)
@@ -144,5 +146,172 @@ def delete_webhook(webhook_id: IdPath, call: Annotated[Write, Depends(ADMIN_WRIT
             actor=call.caller.actor,
         )
         return json_response(endpoint_read(row))
+
+    return call.run(work)
+
+
+# --- the delivery log --------------------------------------------------------------------------
+
+
+class DeliveryRead(BaseModel):
+    """One event for one endpoint: where its delivery stands."""
+
+    id: int
+    webhook_id: int
+    event_id: str = Field(description="The `webhook-id` header every attempt carried.")
+    event_type: str
+    status: DeliveryStatus
+    attempts: int = Field(description="Requests sent (or refused before sending) so far.")
+    next_attempt_at: datetime | None = Field(description="When it is tried next (if pending).")
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    redelivered_at: datetime | None = Field(description="When it was last queued again.")
+    created_at: datetime
+
+
+class AttemptRead(BaseModel):
+    """One request of the delivery log."""
+
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None = Field(description="The receiver's answer (null: none came).")
+    duration_ms: int
+    error: str | None = Field(description="Why it failed (null: acknowledged with a 2xx).")
+
+
+class DeliveryDetail(DeliveryRead):
+    """A delivery with the event it carries and every attempt, oldest first."""
+
+    payload: dict[str, Any] = Field(description="The event's `data`, as sent.")
+    attempt_log: list[AttemptRead]
+
+
+def delivery_read(row: WebhookDelivery) -> DeliveryRead:
+    return DeliveryRead(
+        id=row.id,
+        webhook_id=row.endpoint_id,
+        event_id=message_id(row.outbox_id),
+        event_type=row.event_type,
+        status=DeliveryStatus(row.status),
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_attempt_at=row.last_attempt_at,
+        delivered_at=row.delivered_at,
+        redelivered_at=row.redelivered_at,
+        created_at=row.created_at,
+    )
+
+
+def attempt_read(row: WebhookAttempt) -> AttemptRead:
+    return AttemptRead(
+        attempt=row.attempt,
+        attempted_at=row.attempted_at,
+        status_code=row.status_code,
+        duration_ms=row.duration_ms,
+        error=row.error,
+    )
+
+
+def delivery_detail(db: Session, row: WebhookDelivery) -> DeliveryDetail:
+    event = webhooks.event_of(db, delivery=row)
+    return DeliveryDetail(
+        **delivery_read(row).model_dump(),
+        payload=dict(event.payload),
+        attempt_log=[attempt_read(a) for a in webhooks.attempts_of(db, delivery_id=row.id)],
+    )
+
+
+EventTypeQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$",
+        description="Only this event type, e.g. `points.earned`.",
+    ),
+]
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[DeliveryRead])
+def list_deliveries(
+    webhook_id: IdPath,
+    call: Annotated[Call, Depends(ADMIN_READ)],
+    status: Annotated[DeliveryStatus | None, Query(description="Only this status.")] = None,
+    event_type: EventTypeQuery = None,
+    cursor: CursorQuery = None,
+    limit: Limit = 50,
+) -> Page[DeliveryRead]:
+    """The endpoint's deliveries, newest first (deliveries are made when the dispatcher runs)."""
+    with call.session() as db:
+
+        def newest(before_id: int | None, count: int) -> list[WebhookDelivery]:
+            return webhooks.list_deliveries(
+                db,
+                program_id=call.program_id,
+                endpoint_id=webhook_id,
+                status=status,
+                event_type=event_type,
+                before_id=before_id,
+                limit=count,
+            )
+
+        # One row past the page says whether another follows (`limit + 1` could exceed the cap).
+        page = newest(decode_cursor(cursor), limit)
+        more = len(page) == limit and bool(newest(page[-1].id, 1))
+        return Page[DeliveryRead](
+            items=[delivery_read(row) for row in page],
+            next_cursor=encode_cursor(page[-1].id) if more else None,
+        )
+
+
+@router.get("/webhooks/{webhook_id}/deliveries/{delivery_id}", response_model=DeliveryDetail)
+def get_delivery(
+    webhook_id: IdPath, delivery_id: IdPath, call: Annotated[Call, Depends(ADMIN_READ)]
+) -> DeliveryDetail:
+    """One delivery: the event it carries and every attempt (status code, duration, error)."""
+    with call.session() as db:
+        row = webhooks.get_delivery(
+            db, program_id=call.program_id, endpoint_id=webhook_id, delivery_id=delivery_id
+        )
+        return delivery_detail(db, row)
+
+
+@router.post(
+    "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", response_model=DeliveryDetail
+)
+def redeliver(
+    webhook_id: IdPath, delivery_id: IdPath, call: Annotated[Write, Depends(ADMIN_WRITE)]
+) -> Response:
+    """Queues a delivered or failed event again, with a fresh retry budget; the next dispatcher
+    run sends it (same `webhook-id`: receivers de-duplicate). 409 while it is still pending."""
+
+    def work(db: Session) -> Response:
+        row = webhooks.redeliver(
+            db,
+            program_id=call.program_id,
+            endpoint_id=webhook_id,
+            delivery_id=delivery_id,
+            now=call.now,
+            actor=call.caller.actor,
+        )
+        return json_response(delivery_detail(db, row))
+
+    return call.run(work)
+
+
+@router.post("/webhooks/{webhook_id}/test", status_code=201, response_model=DeliveryDetail)
+def send_test_event(webhook_id: IdPath, call: Annotated[Write, Depends(ADMIN_WRITE)]) -> Response:
+    """Queues a `webhook.test` event for this endpoint only; the next dispatcher run sends it,
+    and its delivery (returned) logs the receiver's answer."""
+
+    def work(db: Session) -> Response:
+        row = webhooks.send_test(
+            db,
+            program_id=call.program_id,
+            endpoint_id=webhook_id,
+            now=call.now,
+            actor=call.caller.actor,
+        )
+        return json_response(delivery_detail(db, row), status=201)
 
     return call.run(work)

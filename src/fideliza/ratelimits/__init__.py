@@ -1,0 +1,1 @@
+"""Rate-limit counters shared by every worker (a database table)."""
