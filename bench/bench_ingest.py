@@ -252,7 +252,7 @@ def _run_phase(
     path: Path | None,
     members: int,
     source: str | None = None,
-    batch_size: int = 5000,
+    batch_size: int = 50_000,
 ) -> dict[str, float]:
     """Runs a phase in its own process, so its peak memory is its own."""
     command = [
@@ -309,9 +309,7 @@ def main() -> None:
     )
     parser.add_argument("--phase", choices=["prepare", "baseline", "import", "floor"])
     parser.add_argument("--source", help="floor phase: the database the engine wrote")
-    parser.add_argument(
-        "--batch-size", type=int, default=5000, help="purchases per transaction of the import"
-    )
+    parser.add_argument("--batch-size", type=int, default=50_000, help="purchases per transaction")
     parser.add_argument("--url")
     parser.add_argument("--file", type=Path)
     args = parser.parse_args()
