@@ -170,11 +170,11 @@ def test_a_client_error_is_an_answer_and_is_replayed(client: TestClient, world: 
 def test_an_unexpected_failure_forgets_the_key(
     client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fideliza.api.routes import points
+    from fideliza.ledger import service as ledger
 
     member = _funded(client, world)
     key = unique("idem")
-    real_capture = points.ledger.capture
+    real_capture = ledger._capture  # the step after the reserve posting is written
     failures = iter([RuntimeError("the disk is full")])
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -183,7 +183,7 @@ def test_an_unexpected_failure_forgets_the_key(
             raise error
         return real_capture(*args, **kwargs)
 
-    monkeypatch.setattr(points.ledger, "capture", flaky)
+    monkeypatch.setattr(ledger, "_capture", flaky)
     with TestClient(client.app, raise_server_exceptions=False) as bare:
         crashed = _redeem(bare, world, member, key)
     assert_problem(crashed, 500, "internal_error")

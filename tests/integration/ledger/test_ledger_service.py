@@ -320,3 +320,55 @@ def test_a_closed_member_gets_no_adjustment(db: Session, now: datetime) -> None:
             reason="goodwill",
             now=now,
         )
+
+
+def test_hold_and_capture_spends_at_once_and_replays_by_reference(
+    db: Session, now: datetime
+) -> None:
+    program = make_program(db, now=now)
+    member = make_member(db, program=program, now=now)
+    _earn(db, program, member, 100, now)
+
+    def spend(points: int, member_id: int = member.id):  # type: ignore[no-untyped-def]
+        return ledger.hold_and_capture(
+            db,
+            program_id=program.id,
+            settings=settings_of(program),
+            member_id=member_id,
+            points=points,
+            reference="till-7",
+            now=now,
+            reason="coffee",
+        )
+
+    held, replayed = spend(30)
+    assert not replayed and held.status == "captured" and held.final_transaction_id is not None
+    kinds = db.scalars(
+        select(LedgerTransaction.kind).where(
+            LedgerTransaction.id.in_([held.hold_transaction_id, held.final_transaction_id])
+        )
+    ).all()
+    assert sorted(kinds) == ["capture", "reserve"]
+    again, replayed = spend(30)
+    assert replayed and again.id == held.id
+    with pytest.raises(IdempotencyError):
+        spend(31)
+    other = make_member(db, program=program, now=now)
+    with pytest.raises(IdempotencyError):
+        spend(30, member_id=other.id)
+    balance = ledger.balance(db, member_id=member.id)
+    assert (balance.available, balance.held) == (70, 0)
+    db.commit()
+    with pytest.raises(InsufficientPoints):
+        ledger.hold_and_capture(
+            db,
+            program_id=program.id,
+            settings=settings_of(program),
+            member_id=member.id,
+            points=71,
+            reference="till-8",
+            now=now,
+            reason="coffee",
+        )
+    db.rollback()
+    assert check_ledger(db, program_id=program.id) == []

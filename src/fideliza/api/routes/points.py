@@ -17,7 +17,7 @@ from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.validation import IdPath, NonZeroPoints, Points, Reason
 from fideliza.apikeys.domain import Scope
-from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
+from fideliza.core.errors import InvalidState, NotFound, ValidationError
 from fideliza.core.validation import WholeNumber
 from fideliza.ledger import service as ledger
 from fideliza.ledger.models import Hold
@@ -243,24 +243,16 @@ def redeem(
         program = call.program(db)
         member = members.get(db, program_id=program.id, member_id=member_id)
         members.require_active(member)
-        ledger.lock_member_accounts(db, member_ids=[member.id])
-        found = _by_reference(db, program_id=program.id, reference=reference)
-        replayed = found is not None
-        if found is not None:
-            if found.member_id != member.id or found.points != body.points:
-                raise IdempotencyError("was already used for another redemption", field="reference")
-        else:
-            held = ledger.hold(
-                db,
-                program_id=program.id,
-                settings=programs.settings_of(program),
-                member_id=member.id,
-                points=body.points,
-                reference=reference,
-                now=call.now,
-                reason=body.reason,
-            )
-            found = ledger.capture(db, program_id=program.id, hold_id=held.id, now=call.now)
+        found, replayed = ledger.hold_and_capture(
+            db,
+            program_id=program.id,
+            settings=programs.settings_of(program),
+            member_id=member.id,
+            points=body.points,
+            reference=reference,
+            now=call.now,
+            reason=body.reason,
+        )
         result = RedemptionRead(
             id=found.id,
             member_id=member.id,
