@@ -188,7 +188,7 @@ class DemoMember:
     first_name: str
     last_name: str
     email: str
-    phone: str
+    phone: str | None
     birthday: date | None
     locale: str
     attributes: dict[str, Any]
@@ -247,6 +247,7 @@ def generate_members(n: int, *, seed: int, start: datetime, end: datetime) -> li
 
     reference_year = end.astimezone(PROGRAM_TIMEZONE).year
     slugs: dict[str, str] = {}
+    phones: set[str] = set()
     members: list[DemoMember] = []
     for i, (loc_i, seg_i, city_i, use_i, first_u, last_u, dom_i, digits, years, doy, none,
             k, order, offset) in enumerate(zip(
@@ -271,7 +272,7 @@ def generate_members(n: int, *, seed: int, start: datetime, end: datetime) -> li
                 first_name=first_name,
                 last_name=last_name,
                 email=f"{slugs[first_name]}.{slugs[last_name]}.{i + 1}@{_EMAIL_DOMAINS[dom_i]}",
-                phone=_phone(loc, digits),
+                phone=_unique_phone(loc, digits, phones),
                 birthday=birthday,
                 locale=loc,
                 attributes={
@@ -289,6 +290,18 @@ def generate_members(n: int, *, seed: int, start: datetime, end: datetime) -> li
 def _slug(name: str) -> str:
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return ascii_name.lower().replace(" ", "")
+
+
+def _unique_phone(locale: str, digits: int, taken: set[str]) -> str | None:
+    """A phone number no other member has (a phone identifies a member: the referral checks
+    refuse a second one); the next free number after the drawn one, or none when the
+    locale's range is used up."""
+    for step in range(1000):
+        phone = _phone(locale, (digits + step) % 10**8)
+        if phone not in taken:
+            taken.add(phone)
+            return phone
+    return None
 
 
 def _phone(locale: str, digits: int) -> str:

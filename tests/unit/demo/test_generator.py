@@ -22,6 +22,7 @@ from fideliza.demo import (
     write_purchases_csv,
     write_purchases_parquet,
 )
+from fideliza.demo.generator import _unique_phone
 from fideliza.purchases.domain import PurchaseInput
 from fideliza.purchases.files import read_purchases
 
@@ -68,6 +69,9 @@ def test_usage_groups_have_their_shares(members: list[DemoMember]) -> None:
 def test_members_look_like_people_of_this_program(members: list[DemoMember]) -> None:
     assert len({m.external_id for m in members}) == len(members)
     assert len({m.email for m in members}) == len(members)
+    # A phone identifies a member (referral checks): every one has its own.
+    assert all(m.phone is not None for m in members)
+    assert len({m.phone for m in members}) == len(members)
     assert all(m.email.split("@")[1].startswith("example.") for m in members)
     assert all(m.email.isascii() for m in members)
     locales = Counter(m.locale for m in members)
@@ -242,3 +246,9 @@ def test_the_bench_writer_writes_what_the_object_path_writes(tmp_path: Path) -> 
     )
     assert fast.read_bytes() == slow.read_bytes()
     assert len(read_back(fast)) == 2_000
+
+
+def test_a_locale_range_used_up_leaves_the_rest_without_a_phone() -> None:
+    taken: set[str] = set()
+    phones = [_unique_phone("en", 123, taken) for _ in range(1001)]
+    assert len(set(phones[:1000])) == 1000 and phones[1000] is None
