@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from fideliza.core.errors import IdempotencyError, InvalidState, NotFound, ValidationError
+from fideliza.core.errors import (
+    FidelizaError,
+    IdempotencyError,
+    InvalidState,
+    NotFound,
+    ValidationError,
+)
 from fideliza.db import in_values
 from fideliza.ledger.domain import (
     MEMBER_ACCOUNT_KINDS,
@@ -482,15 +488,17 @@ def hold(
 ) -> Hold:
     """Reserves points for a redemption: available → held, lots taken now, TTL started."""
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
-    # Checked under the member's lock: two tills holding with one reference queue here.
-    existing = db.scalar(
-        select(Hold).where(Hold.program_id == program_id, Hold.reference == reference)
+    existing = _held_before(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        points=points,
+        reference=reference,
+        refusal=ValidationError(
+            "was already used for another hold", field="reference", code="idempotency_error"
+        ),
     )
     if existing is not None:
-        if existing.member_id != member_id or existing.points != points:
-            raise ValidationError(
-                "was already used for another hold", field="reference", code="idempotency_error"
-            )
         return existing
     return _reserve(
         db,
@@ -521,12 +529,15 @@ def hold_and_capture(
     `hold` then `capture` do, in fewer statements). The same reference again replays the
     first redemption (True); with another member or amount it is refused."""
     accounts = lock_member_accounts(db, member_ids=[member_id])[member_id]
-    existing = db.scalar(
-        select(Hold).where(Hold.program_id == program_id, Hold.reference == reference)
+    existing = _held_before(
+        db,
+        program_id=program_id,
+        member_id=member_id,
+        points=points,
+        reference=reference,
+        refusal=IdempotencyError("was already used for another redemption", field="reference"),
     )
     if existing is not None:
-        if existing.member_id != member_id or existing.points != points:
-            raise IdempotencyError("was already used for another redemption", field="reference")
         return existing, True
     held = _reserve(
         db,
@@ -544,6 +555,26 @@ def hold_and_capture(
         db, program_id=program_id, found=held, held_account=accounts[AccountKind.HELD][0], now=now
     )
     return held, False
+
+
+def _held_before(
+    db: Session,
+    *,
+    program_id: int,
+    member_id: int,
+    points: int,
+    reference: str,
+    refusal: FidelizaError,
+) -> Hold | None:
+    """The hold already made with `reference`, if any; `refusal` is raised when it was for
+    another member or amount. Call under the member's lock: two tills holding with one
+    reference queue there, so the second one sees the first one's hold."""
+    existing = db.scalar(
+        select(Hold).where(Hold.program_id == program_id, Hold.reference == reference)
+    )
+    if existing is not None and (existing.member_id != member_id or existing.points != points):
+        raise refusal
+    return existing
 
 
 def _reserve(

@@ -64,7 +64,7 @@ def record_purchases(
         if known is None or (known.replayed and not outcome.replayed):
             by_id[outcome.external_id] = outcome
     given: set[str] = set()
-    written: list[tuple[PurchaseInput, Outcome]] = []
+    written: list[tuple[PurchaseInput, Outcome]] = []  # replays included: _announce skips them
     for position, purchase in enumerate(purchases):
         if answers[position] is not None:
             continue
@@ -73,8 +73,7 @@ def record_purchases(
             outcome = replace(outcome, replayed=True, tier_change=None)
         given.add(purchase.external_id)
         answers[position] = outcome
-        if not outcome.replayed:
-            written.append((purchase, outcome))
+        written.append((purchase, outcome))
     _announce(db, program_id=program.id, written=written, now=now)
     return [answer for answer in answers if answer is not None]
 
