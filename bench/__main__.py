@@ -8,6 +8,7 @@ from pathlib import Path
 
 BENCHMARKS = [
     ["-m", "bench.bench_ingest"],
+    ["-m", "bench.bench_redemptions"],
     [str(Path(__file__).parent / "bench_clv.py")],
     [str(Path(__file__).parent / "bench_analytics.py")],
     ["-m", "bench.bench_coupons"],

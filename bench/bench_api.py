@@ -470,29 +470,6 @@ def _load(arguments: argparse.Namespace) -> None:
 # --- the server side: a database, a program, members with points, a pos key -------------------
 
 
-def _fresh_postgres(server: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"fideliza_bench_api_{secrets.token_hex(3)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_postgres(server: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        name = make_url(url).database
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def _prepare(url: str) -> dict[str, Any]:
     from fideliza.apikeys import service as apikeys
     from fideliza.db import make_engine, make_session_factory, unit_of_work
@@ -653,7 +630,9 @@ def _run(arguments: argparse.Namespace) -> None:
     )
     # Stopped from outside (a timeout): still stop the servers and drop the database.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    url = _fresh_postgres(arguments.postgres)
+    from bench.databases import create_postgres, drop_postgres
+
+    url = create_postgres(arguments.postgres, prefix="fideliza_bench_api")
     servers: list[subprocess.Popen[bytes]] = []
     try:
         setup = _prepare(url)
@@ -709,7 +688,7 @@ def _run(arguments: argparse.Namespace) -> None:
     finally:
         for server in servers:
             _stop(server)
-        _drop_postgres(arguments.postgres, url)
+        drop_postgres(arguments.postgres, url)
 
 
 def main() -> None:

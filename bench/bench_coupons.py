@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
+
+from bench.databases import create_postgres, drop_postgres
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -155,26 +156,6 @@ def _sqlite_url(folder: Path) -> str:
     return url
 
 
-def _postgres_url(server: str) -> tuple[str, str]:
-    from fideliza.migrations import upgrade
-
-    name = f"fideliza_bench_{secrets.token_hex(4)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    return url, name
-
-
-def _drop_postgres(server: str, name: str) -> None:
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def _report(backend: str, count: int, baseline_s: float, figures: dict[str, float]) -> None:
     generate_s = figures["generate_s"]
     print(f"{backend}: {count:,} codes")
@@ -210,13 +191,13 @@ def main() -> None:
         baseline_s = _baseline(url, args.count)
         _report("sqlite", args.count, baseline_s, _engine_run(url, args.count, args.validations))
     if args.postgres:
-        url, name = _postgres_url(args.postgres)
+        url = create_postgres(args.postgres, migrate=True)
         try:
             baseline_s = _baseline(url, args.count)
             figures = _engine_run(url, args.count, args.validations)
             _report("postgresql", args.count, baseline_s, figures)
         finally:
-            _drop_postgres(args.postgres, name)
+            drop_postgres(args.postgres, url)
 
 
 if __name__ == "__main__":

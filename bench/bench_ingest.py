@@ -32,6 +32,8 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.databases import create_postgres, drop_postgres
+
 OUT = Path(__file__).parent / "out"
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -279,22 +281,10 @@ def _run_phase(
 
 def _fresh_postgres(server: str) -> str | None:
     try:
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        name = f"fideliza_bench_{secrets.token_hex(4)}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        return make_url(server).set(database=name).render_as_string(hide_password=False)
+        return create_postgres(server)
     except Exception as error:  # no server here: the SQLite figures still stand
         print(f"  PostgreSQL skipped: {error.__class__.__name__}")
         return None
-
-
-def _drop_postgres(server: str, url: str) -> None:
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def main() -> None:
@@ -365,7 +355,7 @@ def main() -> None:
                 Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
         for database in postgres:
             if database:
-                _drop_postgres(args.postgres, database)
+                drop_postgres(args.postgres, database)
 
 
 if __name__ == "__main__":

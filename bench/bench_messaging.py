@@ -25,9 +25,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, insert, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, text
 
+from bench.databases import create_postgres, drop_postgres
 from fideliza.db import bulk_insert, make_engine, make_session_factory, unit_of_work
 
 OUT = Path(__file__).parent / "out"
@@ -230,22 +230,10 @@ def _measure(url: str, program_id: int) -> dict[str, Any]:
 
 def _fresh_postgres(server: str) -> str | None:
     try:
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        name = f"fideliza_bench_{secrets.token_hex(4)}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        return make_url(server).set(database=name).render_as_string(hide_password=False)
+        return create_postgres(server)
     except Exception as error:  # no server here: the SQLite figures still stand
         print(f"  PostgreSQL skipped: {error.__class__.__name__}")
         return None
-
-
-def _drop_postgres(server: str, url: str) -> None:
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def main() -> None:
@@ -291,7 +279,7 @@ def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
         if postgres:
-            _drop_postgres(args.postgres, postgres)
+            drop_postgres(args.postgres, postgres)
 
 
 if __name__ == "__main__":

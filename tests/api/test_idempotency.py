@@ -170,20 +170,21 @@ def test_a_client_error_is_an_answer_and_is_replayed(client: TestClient, world: 
 def test_an_unexpected_failure_forgets_the_key(
     client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fideliza.ledger import service as ledger
+    from fideliza.ledger import redemptions
 
     member = _funded(client, world)
     key = unique("idem")
-    real_capture = ledger._capture  # the step after the reserve posting is written
+    real_redeem = redemptions.redeem_many
     failures = iter([RuntimeError("the disk is full")])
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
+        answers = real_redeem(*args, **kwargs)  # the postings are written, not committed
         error = next(failures, None)
         if error is not None:
             raise error
-        return real_capture(*args, **kwargs)
+        return answers
 
-    monkeypatch.setattr(ledger, "_capture", flaky)
+    monkeypatch.setattr(redemptions, "redeem_many", flaky)
     with TestClient(client.app, raise_server_exceptions=False) as bare:
         crashed = _redeem(bare, world, member, key)
     assert_problem(crashed, 500, "internal_error")

@@ -132,6 +132,10 @@ STATED_REFUSALS: dict[str, set[tuple[str, str]]] = {
     "PATCH /v1/rewards/{reward_id}": {
         ("*", "validation_error"),
     },
+    # A basket is in the program's currency, with as many decimals as it has (the schema allows
+    # any ISO-shaped code and up to 4 decimals, what the columns keep).
+    "POST /v1/purchases": {("currency", "validation_error"), ("amount", "validation_error")},
+    "POST /v1/dry-run": {("currency", "validation_error"), ("amount", "validation_error")},
     "PUT /v1/referrals/config": {("body", "validation_error")},  # one of two points above zero
     "PUT /v1/lifecycle/config": {("body", "validation_error")},
     "PUT /v1/cases/sla": {("resolution_minutes", "validation_error")},  # not before the response

@@ -32,10 +32,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from fideliza.core.errors import IdempotencyError, InsufficientPoints, InvalidState
+from fideliza.ledger import redemptions
 from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
 from fideliza.ledger.domain import AccountKind, HoldStatus, LotState
 from fideliza.ledger.models import Account, Entry, Hold, Lot
+from fideliza.ledger.redemptions import RedemptionRequest
 from fideliza.programs.service import settings_of
 from fideliza.purchases import service as purchases
 from fideliza.rules import service as rules
@@ -361,6 +363,73 @@ class LedgerMachine(RuleBasedStateMachine):
             lot.remaining -= take
         member.available -= points
         self.redeemed += points
+
+    @rule(
+        asks=st.lists(st.tuples(st.integers(0, 2), SHARES), min_size=1, max_size=4),
+        repeat=st.booleans(),
+    )
+    def redeem_batch(self, asks: list[tuple[int, int]], repeat: bool) -> None:
+        """One-step redemptions written together, as the API's group commit does; with
+        `repeat`, the first one is sent again at the end (a replay, or refused again)."""
+        self.last_step = "redeem_batch"
+        requests: list[RedemptionRequest] = []
+        expected: list[int | None] = []  # the available balance after each, None: refused
+        made: list[ModelHold | None] = []
+        for who, share in asks:
+            member = self.spender(who)
+            points = self.share_of(member, share)
+            reference = f"redemption:r{next(self.names)}"
+            requests.append(RedemptionRequest(member.id, points, reference, "reward"))
+            made.append(self.model_redeem_now(member, points, reference))
+            expected.append(member.available if made[-1] else None)
+        if repeat:
+            requests.append(requests[0])
+            first = made[0]
+            made.append(first)
+            expected.append(first.member.available if first else None)
+        program = self.program
+
+        def work(db: Session) -> list[Any]:
+            return redemptions.redeem_many(
+                db,
+                program_id=program.id,
+                settings=settings_of(program),
+                requests=requests,
+                now=self.clock,
+            )
+
+        answers = self.request(work)
+        for answer, available, held in zip(answers, expected, made, strict=True):
+            if available is None:
+                assert isinstance(answer, InsufficientPoints), answer
+                continue
+            assert isinstance(answer, redemptions.Redeemed), answer
+            assert held is not None and answer.available_after == available
+            assert answer.replayed == (held.db_id != 0)
+            held.db_id = answer.hold_id
+
+    def model_redeem_now(
+        self, member: ModelMember, points: int, reference: str
+    ) -> ModelHold | None:
+        """A hold captured at once, first-expiring lots first (None: too few points)."""
+        plan = burn_plan(self.open_lots(member), points)
+        if plan is None:
+            return None
+        for lot, take in plan:
+            lot.remaining -= take
+        member.available -= points
+        self.redeemed += points
+        captured = ModelHold(
+            reference=reference,
+            db_id=0,  # known once written
+            member=member,
+            points=points,
+            takes=plan,
+            expires_at=self.clock,
+            status=HoldStatus.CAPTURED,
+        )
+        self.holds.append(captured)
+        return captured
 
     @rule(who=st.integers(0, 2), share=SHARES, ttl_days=st.integers(1, 15))
     def hold(self, who: int, share: int, ttl_days: int) -> None:

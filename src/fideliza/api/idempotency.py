@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from fideliza.api.context import Call, Caller, Runtime, requires, runtime
+from fideliza.api.context import Call, Runtime, bearer, caller_of
 from fideliza.api.errors import RequestInFlight, problem_response
 from fideliza.api.validation import checked_body
 from fideliza.apikeys import service as apikeys
@@ -180,15 +181,15 @@ class Write(Call):
 
 def writer(scope: Scope = Scope.POS) -> Callable[..., Awaitable[Write]]:
     """A dependency: a `Write` for a mutating route (needs `scope`, `pos` by default)."""
-    needs = requires(scope)
 
     async def dependency(  # no I/O: no thread-pool hop
         request: Request,
-        caller: Annotated[Caller, Depends(needs)],
-        rt: Annotated[Runtime, Depends(runtime)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
         body: Annotated[Any, Depends(checked_body)],
         idempotency_key: IdempotencyKey = None,
     ) -> Write:
+        rt: Runtime = request.app.state.runtime
+        caller = await caller_of(rt, credentials, scope)
         url = request.url
         return Write(
             caller=caller,

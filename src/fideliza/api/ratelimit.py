@@ -47,6 +47,8 @@ class TokenBuckets:
     A full bucket is the same as no bucket, so full ones are dropped when there are many keys.
     """
 
+    blocking = False  # answers from memory: callable on the event loop
+
     def __init__(
         self,
         *,
@@ -97,7 +99,11 @@ class TokenBuckets:
 
 
 class Limiter(Protocol):
-    """What a rate-limit store answers: 0 (go on) or the seconds to wait."""
+    """What a rate-limit store answers: 0 (go on) or the seconds to wait. A `blocking` store
+    does I/O, so it is called off the event loop."""
+
+    @property
+    def blocking(self) -> bool: ...
 
     def take(self, key: Hashable) -> int: ...
 
@@ -135,12 +141,7 @@ def sensitive(flow: str, scope: Scope = Scope.READ) -> Callable[..., Awaitable[N
         if store is None:
             return
         key = (flow, caller.key_id)
-        # Memory answers at once; a database store is called in a thread, off the event loop.
-        wait = (
-            store.take(key)
-            if isinstance(store, TokenBuckets)
-            else await run_in_threadpool(store.take, key)
-        )
+        wait = await run_in_threadpool(store.take, key) if store.blocking else store.take(key)
         if wait:
             raise RateLimited(
                 f"too many {flow.replace('_', ' ')} requests with this API key; retry in {wait} s",

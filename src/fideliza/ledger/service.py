@@ -12,8 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import Executable, any_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import (
@@ -23,7 +26,7 @@ from fideliza.core.errors import (
     NotFound,
     ValidationError,
 )
-from fideliza.db import in_values
+from fideliza.ledger import events
 from fideliza.ledger.domain import (
     MEMBER_ACCOUNT_KINDS,
     SYSTEM_ACCOUNT_KINDS,
@@ -124,21 +127,62 @@ def open_member_accounts(db: Session, *, program_id: int, member_ids: Sequence[i
     )
 
 
+# By code, the unique (program, code) index: "member_id IS NULL" alone would scan every account
+# of the program (three per member) on SQLite. Built once: every batch reads it.
+_SYSTEM_ACCOUNTS = select(Account.kind, Account.id).where(
+    Account.program_id == bindparam("program_id"),
+    Account.code.in_([kind.value for kind in SYSTEM_ACCOUNT_KINDS]),
+    Account.member_id.is_(None),
+)
+
+
 def system_account_ids(db: Session, *, program_id: int) -> dict[AccountKind, int]:
     """The ids of the program's system accounts (cached on the session)."""
-    cache: dict[int, dict[AccountKind, int]] = db.info.setdefault("system_accounts", {})
-    if program_id not in cache:
-        # By code, the unique (program, code) index: "member_id IS NULL" alone would scan
-        # every account of the program (three per member) on SQLite.
-        rows = db.execute(
-            select(Account.kind, Account.id).where(
-                Account.program_id == program_id,
-                Account.code.in_([kind.value for kind in SYSTEM_ACCOUNT_KINDS]),
-                Account.member_id.is_(None),
-            )
-        ).all()
-        cache[program_id] = {AccountKind(kind): account_id for kind, account_id in rows}
-    return cache[program_id]
+    known: dict[int, dict[AccountKind, int]] = db.info.setdefault("system_accounts", {})
+    if program_id not in known:
+        # On the connection, not through the ORM: system accounts are only ever written by
+        # Core inserts (open_system_accounts), so no pending ORM change can hide one.
+        rows = db.connection().execute(_SYSTEM_ACCOUNTS, {"program_id": program_id}).all()
+        known[program_id] = {AccountKind(kind): account_id for kind, account_id in rows}
+    return known[program_id]
+
+
+def among(dialect: str, column: Any, single: bool) -> Any:
+    """`column IN :values`, for a statement built once and run with its values as a parameter
+    (`among_values`): building a statement costs more CPU than running it for one member. On
+    PostgreSQL one array parameter (`= ANY`, see db.in_values); one value as `column =
+    :values`, since the server's cached plan for `= ANY` guesses ten rows and may scan a small
+    table instead of its index."""
+    if single:
+        return column == bindparam("values")
+    if dialect == "postgresql":
+        return column == any_(bindparam("values", type_=ARRAY(column.type)))
+    return column.in_(bindparam("values", expanding=True))
+
+
+def among_values(values: Sequence[Any]) -> Any:
+    """The parameter of an `among` condition built for these values."""
+    return values[0] if len(values) == 1 else list(values)
+
+
+@cache
+def _lock_query(dialect: str, single: bool, skip_locked: bool) -> Executable:
+    return (
+        select(Account.member_id)
+        .where(
+            among(dialect, Account.member_id, single),
+            Account.kind == AccountKind.AVAILABLE.value,
+        )
+        .order_by(Account.id)
+        .with_for_update(skip_locked=skip_locked)
+    )
+
+
+@cache
+def _accounts_query(dialect: str, single: bool) -> Executable:
+    return select(Account.member_id, Account.kind, Account.id, Account.balance).where(
+        among(dialect, Account.member_id, single)
+    )
 
 
 def lock_member_accounts(
@@ -158,24 +202,18 @@ def lock_member_accounts(
     if db.autoflush:
         db.flush()
     connection = db.connection()
-    if db.get_bind().dialect.name == "postgresql":
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
         locked = connection.scalars(
-            select(Account.member_id)
-            .where(
-                in_values(db, Account.member_id, ids),
-                Account.kind == AccountKind.AVAILABLE.value,
-            )
-            .order_by(Account.id)
-            .with_for_update(skip_locked=skip_locked)
+            _lock_query(dialect, len(ids) == 1, skip_locked), {"values": among_values(ids)}
         ).all()
         ids = sorted(member_id for member_id in locked if member_id is not None)
     found: dict[int, dict[AccountKind, tuple[int, int]]] = defaultdict(dict)
     kinds = {kind.value: kind for kind in AccountKind}
     for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
         rows = connection.execute(
-            select(Account.member_id, Account.kind, Account.id, Account.balance).where(
-                in_values(db, Account.member_id, ids[start : start + 5000])
-            )
+            _accounts_query(dialect, len(chunk) == 1), {"values": among_values(chunk)}
         )
         for member_id, kind, account_id, balance in rows:
             assert member_id is not None  # the query selects member accounts only
@@ -669,6 +707,9 @@ def _capture(
     )
     found.status = HoldStatus.CAPTURED.value
     db.flush()
+    events.publish_redeemed(
+        db, program_id=program_id, captured=[events.Captured.of(found)], now=now
+    )
     return found
 
 

@@ -155,7 +155,8 @@ def publish_many(
 ) -> None:
     """Writes events (type, payload) to the outbox in one statement, in the caller's transaction."""
     if events:
-        db.execute(
+        # Core, not the ORM's bulk insert: a tenth of a small batch's CPU otherwise.
+        db.connection().execute(
             insert(OutboxEvent),
             [
                 {

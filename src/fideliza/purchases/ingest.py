@@ -86,22 +86,36 @@ class _MemberState:
 
 def allocate_ids(db: Session, table: str, count: int) -> list[int]:
     """Reserves `count` primary keys of `table` for rows about to be inserted in bulk."""
+    return allocate_ids_of(db, (table,), count)[0]
+
+
+def allocate_ids_of(db: Session, tables: Sequence[str], count: int) -> list[list[int]]:
+    """Reserves `count` primary keys in each of `tables`, in one statement on PostgreSQL (ids
+    left unused are gaps, as a rolled-back transaction leaves)."""
     if count == 0:
-        return []
+        return [[] for _ in tables]
     if db.get_bind().dialect.name == "postgresql":
-        return list(
-            db.execute(
-                text(
-                    f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
-                    "FROM generate_series(1, :n)"
-                ),
-                {"n": count},
-            ).scalars()
-        )
+        columns = ", ".join(f"nextval('{_sequence_of(db, table)}')" for table in tables)
+        rows = db.execute(text(f"SELECT {columns} FROM generate_series(1, :n)"), {"n": count}).all()
+        return [list(ids) for ids in zip(*rows, strict=True)]
     # SQLite: this transaction holds the database's write lock (BEGIN IMMEDIATE), so nobody
     # else can take these ids before we insert them.
-    top = db.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
-    return list(range(top + 1, top + 1 + count))
+    allocated = []
+    for table in tables:
+        top = db.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")).scalar_one()
+        allocated.append(list(range(top + 1, top + 1 + count)))
+    return allocated
+
+
+_SEQUENCES: dict[str, str] = {}  # table → the sequence of its id (the same in every database)
+
+
+def _sequence_of(db: Session, table: str) -> str:
+    if table not in _SEQUENCES:
+        _SEQUENCES[table] = db.execute(
+            text("SELECT pg_get_serial_sequence(:table, 'id')"), {"table": table}
+        ).scalar_one()
+    return _SEQUENCES[table]
 
 
 def ingest_purchases(
@@ -217,7 +231,10 @@ def ingest_purchases(
         },
     )
     # 4. Evaluate and plan every write, in order (a member's earlier purchase in the batch counts).
-    purchase_ids = allocate_ids(db, "purchases", len(todo))
+    # Every purchase may earn: a transaction and a lot id each, reserved with the purchase ids.
+    purchase_ids, tx_ids, lot_ids = allocate_ids_of(
+        db, ("purchases", "ledger_transactions", "point_lots"), len(todo)
+    )
     planned: list[_Planned] = []
     usage_rows: list[tuple[int, int, str, int]] = []
     months: dict[tuple[int, date], list[Any]] = {}  # (member, month) → [spend, points, count]
@@ -312,8 +329,7 @@ def ingest_purchases(
             plan.local_day = local_day
             earnings.append(plan)
     # 5. Write: ledger first (purchases point at their transactions), then the rest.
-    tx_ids = allocate_ids(db, "ledger_transactions", len(earnings))
-    lot_ids = allocate_ids(db, "point_lots", len(earnings))
+    tx_ids, lot_ids = tx_ids[: len(earnings)], lot_ids[: len(earnings)]
     system = ledger.system_account_ids(db, program_id=program.id)
     tx_rows: list[tuple[Any, ...]] = []
     entry_rows: list[tuple[Any, ...]] = []

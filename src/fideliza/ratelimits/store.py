@@ -29,6 +29,8 @@ class DatabaseWindows:
     and shared by every process on the same database). Same interface as the in-memory
     `fideliza.api.ratelimit.TokenBuckets`: `take` and `peek` answer 0 or seconds to wait."""
 
+    blocking = True  # a database round trip: called off the event loop
+
     def __init__(
         self,
         *,

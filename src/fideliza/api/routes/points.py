@@ -11,16 +11,20 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
 from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.validation import IdPath, NonZeroPoints, Points, Reason
 from fideliza.apikeys.domain import Scope
-from fideliza.core.errors import InvalidState, NotFound, ValidationError
+from fideliza.core.errors import FidelizaError, InvalidState, NotFound, ValidationError
 from fideliza.core.validation import WholeNumber
+from fideliza.ledger import redemptions
 from fideliza.ledger import service as ledger
+from fideliza.ledger.events import REDEMPTION_PREFIX
 from fideliza.ledger.models import Hold
+from fideliza.ledger.redemptions import Redeemed, RedemptionRequest
 from fideliza.members import service as members
 from fideliza.programs import service as programs
 
@@ -30,8 +34,8 @@ WRITE = writer()
 ADMIN = writer(Scope.ADMIN)
 
 # One-step redemptions are holds captured at once; their references live apart from the
-# references clients give their own holds.
-REDEMPTION = "redemption:"
+# references clients give their own holds (the prefix is the ledger's: its events leave it out).
+REDEMPTION = REDEMPTION_PREFIX
 
 
 # A reward's hold is settled with its redemption (stock and budget go with the points).
@@ -233,39 +237,48 @@ def _redemption_reference(call: Write, body: RedemptionIn) -> str:
     response_model=RedemptionRead,
     responses={200: {"model": RedemptionRead, "description": "Redeemed before: replayed"}},
 )
-def redeem(
+async def redeem(
     member_id: IdPath, body: RedemptionIn, call: Annotated[Write, Depends(WRITE)]
 ) -> Response:
     """Spends points now: reserved and captured atomically, first-expiring lots first."""
     reference = _redemption_reference(call, body)
+    request = RedemptionRequest(
+        member_id=member_id, points=body.points, reference=reference, reason=body.reason
+    )
+    groups = call.runtime.redemption_groups
+    if call.idempotency_key is None and groups is not None:
+        # Written with the redemptions other requests are sending at the same moment.
+        done = await groups.submit(program_id=call.program_id, item=request, now=call.now)
+        return _redemption_response(done, body.reference)
 
     def work(db: Session) -> Response:
         program = call.program(db)
-        member = members.get(db, program_id=program.id, member_id=member_id)
-        members.require_active(member)
-        found, replayed = ledger.hold_and_capture(
+        [answer] = redemptions.redeem_many(
             db,
             program_id=program.id,
             settings=programs.settings_of(program),
-            member_id=member.id,
-            points=body.points,
-            reference=reference,
+            requests=[request],
             now=call.now,
-            reason=body.reason,
         )
-        result = RedemptionRead(
-            id=found.id,
-            member_id=member.id,
-            points=found.points,
-            reference=body.reference,
-            reason=found.reason,
-            transaction_id=found.final_transaction_id,
-            redeemed_at=found.created_at,
-            available_after=ledger.balance(db, member_id=member.id).available,
-        )
-        return json_response(result, status=200 if replayed else 201)
+        if isinstance(answer, FidelizaError):
+            raise answer
+        return _redemption_response(answer, body.reference)
 
-    return call.run(work, key_required=body.reference is None)
+    return await run_in_threadpool(call.run, work, key_required=body.reference is None)
+
+
+def _redemption_response(done: Redeemed, reference: str | None) -> Response:
+    result = RedemptionRead(
+        id=done.hold_id,
+        member_id=done.member_id,
+        points=done.points,
+        reference=reference,
+        reason=done.reason,
+        transaction_id=done.transaction_id,
+        redeemed_at=done.redeemed_at,
+        available_after=done.available_after,
+    )
+    return json_response(result, status=200 if done.replayed else 201)
 
 
 @router.post(

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
@@ -193,13 +194,13 @@ def postings_read(postings: tuple[Posting, ...] | list[Posting]) -> list[Posting
     response_model=PurchaseResult,
     responses={200: {"model": PurchaseResult, "description": "Recorded before: replayed"}},
 )
-def record_purchase(body: PurchaseIn, call: Annotated[Write, Depends(WRITE)]) -> Response:
+async def record_purchase(body: PurchaseIn, call: Annotated[Write, Depends(WRITE)]) -> Response:
     """Records a purchase and earns its points (idempotent by `external_id`)."""
     groups = call.runtime.purchase_groups
     if call.idempotency_key is None and groups is not None:
         # Recorded with the purchases other requests are sending at the same moment.
-        outcome = groups.record(
-            program_id=call.program_id, data=body.as_service_data(), now=call.now
+        outcome = await groups.submit(
+            program_id=call.program_id, item=body.as_service_data(), now=call.now
         )
         return _purchase_response(outcome)
 
@@ -212,7 +213,7 @@ def record_purchase(body: PurchaseIn, call: Annotated[Write, Depends(WRITE)]) ->
             note_posting(db, TxKind.EARN.value)  # written in bulk, unseen by the metrics' watch
         return _purchase_response(outcome)
 
-    return call.run(work)
+    return await run_in_threadpool(call.run, work)
 
 
 def _purchase_response(outcome: Outcome) -> Response:
