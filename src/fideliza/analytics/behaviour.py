@@ -34,6 +34,26 @@ def ratio(numerator: ir.NumericValue, denominator: ir.NumericValue) -> ir.Floati
     return numerator.cast("float64") / denominator.cast("float64").nullif(0.0)
 
 
+def member_activity_expr(transactions: ir.Table, period: Period | str = "month") -> ir.Table:
+    """Per member and period in which they bought: member_id, period (its start),
+    transactions, revenue."""
+    unit = as_period(period)
+    tagged = transactions.mutate(period=period_start(transactions.occurred_at, unit))
+    return tagged.group_by(["member_id", "period"]).aggregate(
+        transactions=tagged.count(), revenue=tagged.amount.sum()
+    )
+
+
+def buyers_expr(transactions: ir.Table) -> ir.Table:
+    """One row per buyer: member_id, purchases, spend, first_purchase_at, last_purchase_at."""
+    return transactions.group_by("member_id").aggregate(
+        purchases=transactions.count(),
+        spend=transactions.amount.sum(),
+        first_purchase_at=transactions.occurred_at.min(),
+        last_purchase_at=transactions.occurred_at.max(),
+    )
+
+
 def active_member_periods(transactions: ir.Table, period: Period | str = "month") -> ir.Table:
     """The distinct (member_id, period) pairs in which a member bought (period = its start)."""
     unit = as_period(period)
@@ -54,6 +74,11 @@ def buyer_summary_expr(transactions: ir.Table) -> ir.Table:
     members = transactions.group_by("member_id").aggregate(
         purchases=transactions.count(), spend=transactions.amount.sum()
     )
+    return buyer_summary_of(members)
+
+
+def buyer_summary_of(members: ir.Table) -> ir.Table:
+    """`buyer_summary_expr` from one row per buyer with their `purchases` and `spend`."""
     totals = members.aggregate(
         buyers=members.count(),
         one_time_buyers=members.member_id.count(where=members.purchases == 1),
@@ -142,24 +167,36 @@ def active_customers_expr(transactions: ir.Table, *, period: Period | str = "mon
     listed, empty ones with zeros. `period` is the period's start date.
     """
     unit = as_period(period)
-    tagged = transactions.mutate(period=period_start(transactions.occurred_at, unit))
-    per_member = tagged.group_by(["member_id", "period"]).aggregate(
-        transactions=tagged.count(), revenue=tagged.amount.sum()
+    return active_customers_of(member_activity_expr(transactions, unit), unit)
+
+
+def active_customers_of(
+    activity: ir.Table, period: Period | str = "month", *, first_periods: ir.Table | None = None
+) -> ir.Table:
+    """`active_customers_expr` from `member_activity_expr`'s rows for the same period.
+
+    `first_periods` (member_id, first_period: the period of each member's first purchase,
+    e.g. from `buyers_expr`) spares finding them in `activity`.
+    """
+    unit = as_period(period)
+    if first_periods is None:
+        first_periods = first_periods_of(activity)
+    # New customers counted per first period: no join of the (member, period) rows.
+    newcomers = first_periods.group_by(period=first_periods.first_period).aggregate(
+        new_customers=first_periods.count()
     )
-    # A join with each member's first period rather than a window over members: DuckDB runs
-    # the hash join faster than partitioning a million (member, period) rows.
-    firsts = per_member.group_by("member_id").aggregate(first_period=per_member.period.min())
-    per_member = per_member.join(firsts, "member_id")
-    counts = per_member.group_by("period").aggregate(
-        active_customers=per_member.count(),
-        new_customers=per_member.member_id.count(
-            where=per_member.period == per_member.first_period
-        ),
-        transactions=per_member.transactions.sum(),
-        revenue=per_member.revenue.sum(),
+    counts = activity.group_by("period").aggregate(
+        active_customers=activity.count(),
+        transactions=activity.transactions.sum(),
+        revenue=activity.revenue.sum(),
     )
     spine = period_spine(counts, unit)
-    joined = spine.left_join(counts, "period")
+    joined = spine.left_join(counts, "period").select(
+        "period", "active_customers", "transactions", "revenue"
+    )
+    joined = joined.left_join(newcomers, "period").select(
+        "period", "active_customers", "transactions", "revenue", "new_customers"
+    )
     active = joined.active_customers.fill_null(0)
     new = joined.new_customers.fill_null(0)
     return joined.select(
@@ -170,6 +207,11 @@ def active_customers_expr(transactions: ir.Table, *, period: Period | str = "mon
         transactions=joined.transactions.fill_null(0).cast("int64"),
         revenue=joined.revenue.fill_null(0),
     ).order_by("period")
+
+
+def first_periods_of(active: ir.Table) -> ir.Table:
+    """member_id, first_period: each member's first period in (member_id, period) rows."""
+    return active.group_by("member_id").aggregate(first_period=active.period.min())
 
 
 def active_customers(
@@ -189,7 +231,12 @@ def defection_expr(transactions: ir.Table, *, period: Period | str = "month") ->
     last may be incomplete (filter the data to whole periods to avoid an inflated last rate).
     """
     unit = as_period(period)
-    active = active_member_periods(transactions, unit)
+    return defection_of(active_member_periods(transactions, unit), unit)
+
+
+def defection_of(active: ir.Table, period: Period | str = "month") -> ir.Table:
+    """`defection_expr` from the distinct (member_id, period) pairs of the same period."""
+    unit = as_period(period)
     # Each (member, p−1) pair, moved to the period p in which it is judged.
     judged = active.select("member_id", period=next_period(active.period, unit))
     kept = active.select("member_id", "period", stayed=ibis.literal(1, type="int64"))
@@ -230,8 +277,17 @@ def cohort_retention_expr(transactions: ir.Table, *, period: Period | str = "mon
     Every offset from 0 up to the last period with a purchase is listed (zeros included).
     """
     unit = as_period(period)
-    active = active_member_periods(transactions, unit)
-    cohorts = active.group_by("member_id").aggregate(cohort=active.period.min())
+    return cohort_retention_of(active_member_periods(transactions, unit), unit)
+
+
+def cohort_retention_of(
+    active: ir.Table, period: Period | str = "month", *, first_periods: ir.Table | None = None
+) -> ir.Table:
+    """`cohort_retention_expr` from the distinct (member_id, period) pairs of the same period
+    (and, if known, each member's `first_periods`, as in `active_customers_of`)."""
+    unit = as_period(period)
+    firsts = first_periods_of(active) if first_periods is None else first_periods
+    cohorts = firsts.select("member_id", cohort=firsts.first_period)
     joined = active.join(cohorts, "member_id")
     joined = joined.mutate(offset=periods_between(joined.cohort, joined.period, unit))
     counts = joined.group_by(["cohort", "offset"]).aggregate(active_customers=joined.count())

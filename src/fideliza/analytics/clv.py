@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Literal, Protocol
 
@@ -147,6 +148,40 @@ def discounted_expected_purchases(
     The discounted expected purchases over the next `months` (what CLV multiplies by the
     expected spend) and the undiscounted ones; u is the time units in a month.
     """
+    _check_discounting(months, monthly_discount_rate, time_unit)
+    x, t_x, age = check_rfm(frequency, recency, T)
+    return discount_by_month(
+        lambda t: purchases.expected_purchases(t, x, t_x, age),
+        x.shape,
+        months=months,
+        monthly_discount_rate=monthly_discount_rate,
+        time_unit=time_unit,
+    )
+
+
+def discount_by_month(
+    expected_within: Callable[[float], FloatArray],
+    shape: tuple[int, ...],
+    *,
+    months: int = 12,
+    monthly_discount_rate: float = 0.01,
+    time_unit: TimeUnit = "weeks",
+) -> tuple[FloatArray, FloatArray]:
+    """`discounted_expected_purchases` of any `expected_within(t)`: the expected purchases
+    in the next t time units of customers in an array of `shape`."""
+    rate = _check_discounting(months, monthly_discount_rate, time_unit)
+    per_month = _UNITS_PER_MONTH[time_unit]
+    discounted = np.zeros(shape)
+    cumulative = np.zeros(shape)
+    for month in range(1, months + 1):
+        now = expected_within(month * per_month)
+        discounted += (now - cumulative) / (1.0 + rate) ** month
+        cumulative = now
+    return discounted, cumulative
+
+
+def _check_discounting(months: object, monthly_discount_rate: float, time_unit: str) -> float:
+    """The monthly rate, after refusing a horizon below one month, a rate <= -1 or a unit."""
     if isinstance(months, bool) or not isinstance(months, int) or months < 1:
         raise ValidationError(f"must be a whole number >= 1, got {months!r}", field="months")
     rate = float(as_float_array(monthly_discount_rate, field="monthly_discount_rate"))
@@ -154,15 +189,7 @@ def discounted_expected_purchases(
         raise ValidationError("must be > -1", field="monthly_discount_rate")
     if time_unit not in _UNITS_PER_MONTH:
         raise ValidationError(f"must be 'days' or 'weeks', got {time_unit!r}", field="time_unit")
-    x, t_x, age = check_rfm(frequency, recency, T)
-    per_month = _UNITS_PER_MONTH[time_unit]
-    discounted = np.zeros(x.shape)
-    cumulative = np.zeros(x.shape)
-    for month in range(1, months + 1):
-        now = purchases.expected_purchases(month * per_month, x, t_x, age)
-        discounted += (now - cumulative) / (1.0 + rate) ** month
-        cumulative = now
-    return discounted, cumulative
+    return rate
 
 
 def _run_starts(*keys: NDArray[np.int64]) -> NDArray[np.intp]:

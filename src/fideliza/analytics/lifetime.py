@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import numpy as np
 import polars as pl
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
-from fideliza.analytics.clv import discounted_expected_purchases
+from fideliza.analytics.clv import discount_by_month
 from fideliza.analytics.frames import DataFrame, Output, quiet_ibis
 from fideliza.analytics.models import BgNbd, GammaGamma, fit_bgnbd, fit_gamma_gamma
 from fideliza.analytics.models._common import FloatArray
@@ -76,13 +77,25 @@ def end_of_data(as_of: date | datetime | str) -> datetime:
     return midnight if moment == midnight else midnight + timedelta(days=1)
 
 
-def customer_base_expr(transactions: ir.Table, *, as_of: date | datetime | str) -> ir.Table:
+def customer_base_expr(
+    transactions: ir.Table, *, as_of: date | datetime | str, segments: ir.Table | None = None
+) -> ir.Table:
     """Per buyer before `as_of`: RFM segment, purchase days, first/last day, spend.
 
     `days_before_first` and `days_before_last` count calendar days from a purchase day to the
     end of the data (1 for the last day before `as_of`); `spend` is the total, and
-    `first_day_spend` what was spent on the first purchase day.
+    `first_day_spend` what was spent on the first purchase day. `segments` (member_id,
+    segment: `segments.rfm_expr` at `as_of`, computed already) spares computing them again.
     """
+    moment = local_timestamp(as_of, field="as_of")
+    if segments is None:
+        segments = rfm_expr(transactions, as_of=moment)
+    buyers = buyer_days_expr(transactions, as_of=moment)
+    return buyers.join(segments.select("member_id", "segment"), "member_id")
+
+
+def buyer_days_expr(transactions: ir.Table, *, as_of: date | datetime | str) -> ir.Table:
+    """`customer_base_expr` without the segment (see `with_segments`)."""
     moment = local_timestamp(as_of, field="as_of")
     rows = transactions.filter(transactions.occurred_at < ibis.literal(moment, type="timestamp"))
     end = ibis.literal(end_of_data(moment), type="timestamp")
@@ -90,16 +103,42 @@ def customer_base_expr(transactions: ir.Table, *, as_of: date | datetime | str) 
     seconds = (end.epoch_seconds() - rows.occurred_at.epoch_seconds()).cast("float64")
     back = (seconds / SECONDS_PER_DAY).ceil().cast("int64")
     days = rows.group_by(rows.member_id, back=back).aggregate(day_spend=rows.amount.sum())
-    buyers = days.group_by("member_id").aggregate(
+    return days.group_by("member_id").aggregate(
         days_before_first=days.back.max(),
         days_before_last=days.back.min(),
         purchase_days=days.count(),
         spend=days.day_spend.sum(),
         # One row per day, so the day furthest back is unique: no join back to the days.
-        first_day_spend=days.day_spend.argmax(days.back),
+        first_day_spend=_spend_furthest_back(days),
     )
-    segments = rfm_expr(transactions, as_of=moment).select("member_id", "segment")
-    return buyers.join(segments, "member_id")
+
+
+@ibis.udf.agg.builtin(name="arg_max")
+def _duckdb_arg_max(
+    arg: dt.Decimal(38, 4),  # type: ignore[valid-type]  # Ibis reads the types from these
+    key: dt.int64,
+) -> dt.Decimal(38, 4):  # type: ignore[valid-type]
+    """DuckDB's arg_max: `arg` where `key` is largest."""
+
+
+def _spend_furthest_back(days: ir.Table) -> ir.DecimalValue:
+    """Each buyer's `day_spend` on the day furthest back. DuckDB's own arg_max there: Ibis
+    writes an argmax as FIRST(… ORDER BY …), which builds a sort key for every day (a third
+    of the CLV query's time on DuckDB); the other backends take Ibis's argmax."""
+    if ibis.get_backend(days).name == "duckdb":
+        return _duckdb_arg_max(days.day_spend.cast(dt.Decimal(38, 4)), days.back)
+    return days.day_spend.argmax(days.back)
+
+
+def with_segments(buyers: pa.Table, segments: pa.Table) -> pa.Table:
+    """`buyer_days_expr`'s rows, fetched, with each buyer's segment from `segments` (member_id,
+    segment): `customer_base_expr`'s rows, matched in Arrow rather than joined by the
+    backend. Buyers without a segment are left out, as by the join."""
+    found = pc.index_in(buyers.column("member_id"), value_set=segments.column("member_id"))
+    known = pc.is_valid(found)
+    if not pc.all(known).as_py():
+        buyers, found = buyers.filter(known), found.filter(known)
+    return buyers.append_column("segment", segments.column("segment").take(found))
 
 
 def check_clv_options(months: object, monthly_discount_rate: object) -> float:
@@ -124,6 +163,7 @@ def estimate_lifetime_values(
     as_of: date | datetime | str,
     months: int = 12,
     monthly_discount_rate: float = 0.01,
+    segments: ir.Table | None = None,
 ) -> LifetimeValues:
     """Fits BG/NBD and Gamma-Gamma on the buyers before `as_of` and predicts `months` ahead.
 
@@ -131,10 +171,20 @@ def estimate_lifetime_values(
     `clv.customer_lifetime_value`). Repeat buyers whose repeat days sum to no positive spend
     (returns) are left out of the spend fit and get the population's mean spend.
     Raises NotEstimable when there is no repeat buyer or the spend model has no finite mean.
+    `segments`: the buyers' RFM segments at `as_of`, if computed already (`customer_base_expr`).
     """
-    rate = check_clv_options(months, monthly_discount_rate)
+    check_clv_options(months, monthly_discount_rate)
     with quiet_ibis():
-        table = customer_base_expr(transactions, as_of=as_of).to_pyarrow()
+        table = customer_base_expr(transactions, as_of=as_of, segments=segments).to_pyarrow()
+    return lifetime_values_of(table, months=months, monthly_discount_rate=monthly_discount_rate)
+
+
+def lifetime_values_of(
+    table: pa.Table, *, months: int = 12, monthly_discount_rate: float = 0.01
+) -> LifetimeValues:
+    """`estimate_lifetime_values` from `customer_base_expr`'s rows, fetched already (numpy
+    and scipy only: no query, so it can run while the backend answers another)."""
+    rate = check_clv_options(months, monthly_discount_rate)
     if table.num_rows == 0:
         raise NotEstimable("has no purchases before as_of", field="transactions")
     first = _ints(table, "days_before_first")
@@ -155,10 +205,10 @@ def estimate_lifetime_values(
         spend_frequency, np.where(known, monetary, 0)
     )
     with np.errstate(invalid="ignore", over="ignore"):  # checked just below
-        discounted, expected = _discounted_purchases(
-            purchases, frequency, recency_days, age_days, months=months, rate=rate
-        )
         alive = purchases.probability_alive(frequency, recency, age)
+        discounted, expected = _discounted_purchases(
+            purchases, frequency, recency_days, age_days, months=months, rate=rate, alive=alive
+        )
     clv = expected_spend * discounted
     if not (np.all(np.isfinite(clv)) and np.all(np.isfinite(alive))):
         # Parameters at the optimizer's bounds (a handful of buyers) make the closed forms
@@ -209,23 +259,35 @@ def _discounted_purchases(
     *,
     months: int,
     rate: float,
+    alive: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
-    """`clv.discounted_expected_purchases`, evaluated once per distinct (x, t_x, T) in days."""
+    """`clv.discounted_expected_purchases` in weeks, per buyer.
+
+    The expected purchases of a buyer still alive (a hypergeometric function, the costly
+    part) depend on frequency and age alone: they are computed once per distinct (x, T)
+    and times each buyer's P(alive) (`alive`, if computed already), the same floats as
+    `BgNbd.expected_purchases` gives.
+    """
     span = int(age_days.max()) + 1
-    key = (frequency * span + recency_days) * span + age_days
-    unique, inverse = np.unique(key, return_inverse=True)
-    x, rest = np.divmod(unique, span * span)
-    t_x, t = np.divmod(rest, span)
-    discounted, expected = discounted_expected_purchases(
-        model,
-        x,
-        t_x / DAYS_PER_WEEK,
-        t / DAYS_PER_WEEK,
+    pairs, inverse = np.unique(frequency * span + age_days, return_inverse=True)
+    x, t = np.divmod(pairs, span)
+    weights = (
+        model.probability_alive(frequency, recency_days / DAYS_PER_WEEK, age_days / DAYS_PER_WEEK)
+        if alive is None
+        else alive
+    )
+
+    def expected_within(horizon: float) -> FloatArray:
+        if_alive = model.expected_purchases_if_alive(horizon, x, t / DAYS_PER_WEEK)
+        return np.asarray(if_alive[inverse] * weights, dtype=np.float64)
+
+    return discount_by_month(
+        expected_within,
+        frequency.shape,
         months=months,
         monthly_discount_rate=rate,
         time_unit="weeks",
     )
-    return discounted[inverse], expected[inverse]
 
 
 def _ints(table: pa.Table, name: str) -> NDArray[np.int64]:

@@ -167,11 +167,15 @@ def loyalty_members_expr(
     engagement: ir.Table | None = None,
     referrals: ir.Table | None = None,
     rule: LoyaltyRule = DEFAULT_LOYALTY_RULE,
+    first_purchases: ir.Table | None = None,
 ) -> ir.Table:
     """One row per member in the matrix: member_id, answers, satisfied_answers, satisfied,
     tenure_days, active_buckets, engagement_events, tenure_score, regularity_score,
     engagement_score, relationship_index, strong, quadrant, revenue, follow_up_purchases,
     defected.
+
+    `first_purchases` (member_id, first_purchase_at: each buyer's first purchase in
+    `transactions`, e.g. from `behaviour.buyers_expr`) spares a pass over the transactions.
     """
     moment = local_timestamp(as_of, field="as_of")
     reference = ibis.literal(moment, type="timestamp")
@@ -190,10 +194,18 @@ def loyalty_members_expr(
 
     # Tenure from the whole history before as_of.
     history = transactions.filter(transactions.occurred_at < reference)
-    firsts = history.group_by("member_id").aggregate(first_purchase_at=history.occurred_at.min())
+    if first_purchases is None:
+        firsts = history.group_by("member_id").aggregate(
+            first_purchase_at=history.occurred_at.min()
+        )
+    else:  # a first purchase before as_of is the first purchase before as_of
+        known = first_purchases.select("member_id", "first_purchase_at")
+        firsts = known.filter(known.first_purchase_at < reference)
 
-    # Revenue and regularity in the window.
-    window = history.filter(history.occurred_at >= start)
+    # Revenue and regularity in the window, of the members who answered (the only ones in
+    # the matrix: filtering first spares aggregating every buyer's purchases).
+    surveyed = answers.select("member_id")
+    window = history.filter(history.occurred_at >= start).semi_join(surveyed, "member_id")
     bucket = elapsed_days(window.occurred_at, start) // rule.bucket_days
     window = window.mutate(bucket=bucket)
     spend = window.group_by("member_id").aggregate(
@@ -230,7 +242,7 @@ def loyalty_members_expr(
     # Purchases in the follow-up window.
     later = transactions.filter(
         (transactions.occurred_at >= reference) & (transactions.occurred_at < follow_end)
-    )
+    ).semi_join(surveyed, "member_id")
     follow = later.group_by("member_id").aggregate(follow_up_purchases=later.count())
 
     members = answers.join(firsts, "member_id")
@@ -262,13 +274,7 @@ def loyalty_members_expr(
         revenue=members.revenue.fill_null(0),
         follow_up_purchases=members.follow_up_purchases.fill_null(0).cast("int64"),
     )
-    weights = (rule.tenure_weight, rule.regularity_weight, rule.engagement_weight)
-    total = float(sum(weights))
-    index = (
-        scored.tenure_score * float(weights[0])
-        + scored.regularity_score * float(weights[1])
-        + scored.engagement_score * float(weights[2])
-    ) / total
+    index = _weighted(scored.tenure_score, scored.regularity_score, scored.engagement_score, rule)
     scored = scored.mutate(relationship_index=index)
     strong = scored.relationship_index >= float(rule.strong_min)
     scored = scored.mutate(strong=strong)
@@ -295,6 +301,34 @@ def loyalty_members_expr(
         revenue=scored.revenue,
         follow_up_purchases=scored.follow_up_purchases,
         defected=scored.follow_up_purchases == 0,
+    )
+
+
+def _weighted(
+    tenure: ir.FloatingValue,
+    regularity: ir.FloatingValue,
+    engagement: ir.FloatingValue,
+    rule: LoyaltyRule,
+) -> ir.FloatingValue:
+    """The relationship index: the weighted mean of the three scores."""
+    weights = (rule.tenure_weight, rule.regularity_weight, rule.engagement_weight)
+    return (
+        tenure * float(weights[0]) + regularity * float(weights[1]) + engagement * float(weights[2])
+    ) / float(sum(weights))
+
+
+def _relationship_index(
+    tenure_days: ir.IntegerValue,
+    active_buckets: ir.IntegerValue,
+    engagement_events: ir.IntegerValue,
+    rule: LoyaltyRule,
+) -> ir.FloatingValue:
+    """The index of (sums of) capped tenure days, active buckets and capped events."""
+    return _weighted(
+        tenure_days.cast("float64") / float(rule.tenure_full_days),
+        active_buckets.cast("float64") / float(rule.buckets),
+        engagement_events.cast("float64") / float(rule.engagement_full),
+        rule,
     )
 
 
@@ -341,11 +375,26 @@ def loyalty_matrix_expr(
         referrals=referrals,
         rule=rule,
     )
+    return loyalty_matrix_of(members, rule)
+
+
+def loyalty_matrix_of(members: ir.Table, rule: LoyaltyRule = DEFAULT_LOYALTY_RULE) -> ir.Table:
+    """`loyalty_matrix_expr` from `loyalty_members_expr`'s rows (judged with `rule`)."""
+    # The mean index from whole-number sums of its parts: a mean of the members' float
+    # indexes would depend, in its last digit, on the order the rows are added in.
     counts = members.group_by("quadrant").aggregate(
         customers=members.count(),
         revenue=members.revenue.sum(),
         defected=members.member_id.count(where=members.defected),
-        mean_relationship_index=members.relationship_index.mean(),
+        tenure_days=ibis.least(members.tenure_days, rule.tenure_full_days).sum(),
+        active_buckets=members.active_buckets.sum(),
+        engagement_events=ibis.least(members.engagement_events, rule.engagement_full).sum(),
+    )
+    counts = counts.mutate(
+        mean_relationship_index=_relationship_index(
+            counts.tenure_days, counts.active_buckets, counts.engagement_events, rule
+        )
+        / counts.customers.cast("float64")
     )
     order = ibis.memtable(
         pa.table(
@@ -424,6 +473,11 @@ def satisfied_defection_expr(
         referrals=referrals,
         rule=rule,
     )
+    return satisfied_defection_of(members)
+
+
+def satisfied_defection_of(members: ir.Table) -> ir.Table:
+    """`satisfied_defection_expr` from `loyalty_members_expr`'s rows."""
     totals = members.aggregate(
         customers=members.count(),
         satisfied_customers=members.member_id.count(where=members.satisfied),

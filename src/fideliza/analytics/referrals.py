@@ -25,10 +25,19 @@ def referral_acquisition_expr(
     referral_share = referred_new_customers / new_customers (null in a period without new
     customers). Every period from the first to the last first purchase is listed.
     """
-    unit = as_period(period)
     firsts = transactions.group_by("member_id").aggregate(
         first_purchase_at=transactions.occurred_at.min()
     )
+    return referral_acquisition_of(firsts, referrals, period=period)
+
+
+def referral_acquisition_of(
+    firsts: ir.Table, referrals: ir.Table, *, period: Period | str = "month"
+) -> ir.Table:
+    """`referral_acquisition_expr` from each buyer's first purchase (member_id,
+    first_purchase_at, e.g. from `behaviour.buyers_expr`)."""
+    unit = as_period(period)
+    firsts = firsts.select("member_id", "first_purchase_at")
     valid = referrals.filter(
         referrals.referrer_id.isnull() | (referrals.referrer_id != referrals.member_id)
     )

@@ -40,30 +40,30 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from html import escape
 from typing import Any
 
-import pandas as pd
-
-from fideliza.analytics.behaviour import (
-    active_customers,
-    buyer_summary,
-    cohort_retention,
-    defection,
-)
+from fideliza.analytics.behaviour import buyer_summary_of
 from fideliza.analytics.economics import breakage_cohorts, expected_liability
-from fideliza.analytics.frames import quiet_ibis
-from fideliza.analytics.lifetime import NotEstimable, check_clv_options, estimate_lifetime_values
-from fideliza.analytics.loyalty import DEFAULT_LOYALTY_RULE, loyalty_matrix, satisfied_defection
+from fideliza.analytics.frames import quiet_ibis, to_frame
+from fideliza.analytics.lifetime import buyer_days_expr, check_clv_options
+from fideliza.analytics.loyalty import DEFAULT_LOYALTY_RULE
 from fideliza.analytics.periods import local_timestamp, within
-from fideliza.analytics.referrals import referral_acquisition
-from fideliza.analytics.report_clv import clv_figures
 from fideliza.analytics.report_i18n import LABELS, Lang
+from fideliza.analytics.report_sections import (
+    USAGE_WINDOW_DAYS,
+    Figures,
+    SharedTables,
+    clv_section,
+    figure_rows,
+    loyalty_sections,
+    purchase_sections,
+)
 from fideliza.analytics.rewards import effort_vs_reward, reward_cost
-from fideliza.analytics.segments import rfm_segments, usage_groups
 from fideliza.analytics.sources import AnalyticsData
 from fideliza.core.errors import ValidationError
 
@@ -83,10 +83,7 @@ SECTIONS = (
     "points_liability",
     "rewards",
 )
-USAGE_WINDOW_DAYS = 365
-
 Moment = date | datetime | str
-Figures = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +120,9 @@ def build_report(
 
     `as_of` (a date means its local midnight; default: the day after the last purchase) cuts
     the data: only purchases before it are read. `progress`, when given, is called with each
-    section's name (see SECTIONS) before the section is computed. `cost_per_point` (what one
-    point costs the program, in money) enables the liability and reward sections.
+    section's name (see SECTIONS) before the section is computed (the CLV section's buyer
+    summary is read with the summary, and its models fitted meanwhile). `cost_per_point`
+    (what one point costs the program, in money) enables the liability and reward sections.
     `clv_months` and `monthly_discount_rate` set the CLV horizon and discounting.
     """
     language = _lang(lang)
@@ -147,46 +145,25 @@ def build_report(
             "clv_not_estimable": None,
         }
     }
-    notify("summary")
-    figures["summary"] = _rows(buyer_summary(tx))[0]
-    notify("active_customers")
-    figures["active_customers"] = _rows(active_customers(tx, period="month"))
-    notify("defection")
-    figures["defection"] = _rows(defection(tx, period="month"))
-    notify("usage_groups")
-    start = moment - timedelta(days=USAGE_WINDOW_DAYS)
-    figures["usage_groups"] = _rows(usage_groups(tx, start=start, end=moment))
-    notify("rfm_segments")
-    figures["rfm_segments"] = _rows(rfm_segments(tx, as_of=moment))
-    notify("loyalty_matrix")
-    if data.surveys is None:
-        figures["loyalty_matrix"] = None
-        figures["satisfied_defection"] = None
-    else:
-        surveys = within(data.surveys, end=moment, column="answered_at")
-        figures["loyalty_matrix"] = _rows(
-            loyalty_matrix(tx, surveys, as_of=loyalty_at, referrals=data.referrals)
-        )
-        figures["satisfied_defection"] = _rows(
-            satisfied_defection(tx, surveys, as_of=loyalty_at, referrals=data.referrals)
-        )[0]
-    notify("cohort_retention")
-    figures["cohort_retention"] = _rows(cohort_retention(tx, period="month"))
-    notify("referral_acquisition")
-    figures["referral_acquisition"] = (
-        None
-        if data.referrals is None
-        else _rows(referral_acquisition(tx, data.referrals, period="month"))
-    )
-    notify("customer_lifetime_value")
-    try:
-        values = estimate_lifetime_values(
-            tx, as_of=moment, months=clv_months, monthly_discount_rate=monthly_discount_rate
-        )
-        figures["customer_lifetime_value"] = clv_figures(values)
-    except NotEstimable as error:
-        figures["customer_lifetime_value"] = None
-        figures["meta"]["clv_not_estimable"] = str(error)
+    shared = SharedTables(tx, as_of=moment, backend=data.backend)
+    # The CLV models are fitted (numpy, one core) while the database answers the sections
+    # after the summary: the database alone leaves a core idle for part of each query.
+    with ThreadPoolExecutor(max_workers=1) as fitting:
+        try:
+            notify("summary")
+            figures["summary"] = figure_rows(to_frame(buyer_summary_of(shared.buyers)))[0]
+            with quiet_ibis():
+                buyer_days = buyer_days_expr(tx, as_of=moment).to_pyarrow()
+                segments = shared.rfm.select("member_id", "segment").to_pyarrow()
+            clv = fitting.submit(
+                clv_section, buyer_days, segments, clv_months, monthly_discount_rate
+            )
+            purchase_sections(figures, tx, shared, moment, notify)
+            loyalty_sections(figures, data, tx, shared, moment, notify)
+            notify("customer_lifetime_value")
+            figures["customer_lifetime_value"], figures["meta"]["clv_not_estimable"] = clv.result()
+        finally:
+            shared.release()
     figures.update(_economics(data, tx, moment, cost_per_point, notify))
     return Report(html=render_html(figures, language), figures=figures)
 
@@ -204,18 +181,18 @@ def _economics(
     )
     notify("points_liability")
     if cost is not None and data.entries is not None and data.lots is not None:
-        figures["points_liability"] = _rows(
+        figures["points_liability"] = figure_rows(
             expected_liability(data.entries, data.lots, as_of=moment, cost_per_point=cost,
                                by_tier=True)
         )  # fmt: skip
-        figures["breakage_cohorts"] = _rows(breakage_cohorts(data.lots, as_of=moment))
+        figures["breakage_cohorts"] = figure_rows(breakage_cohorts(data.lots, as_of=moment))
     notify("rewards")
     if cost is not None and data.redemptions is not None:
-        figures["reward_cost"] = _rows(
+        figures["reward_cost"] = figure_rows(
             reward_cost(data.redemptions, cost_per_point=cost, end=moment)
         )
         if data.entries is not None:
-            figures["effort_vs_reward"] = _rows(
+            figures["effort_vs_reward"] = figure_rows(
                 effort_vs_reward(tx, data.entries, cost_per_point=cost, end=moment)
             )
     return figures
@@ -230,33 +207,6 @@ def _lang(value: Lang | str) -> Lang:
     except ValueError:
         choices = ", ".join(lang.value for lang in Lang)
         raise ValidationError(f"must be one of {choices}, got {value!r}", field="lang") from None
-
-
-def _rows(frame: Any) -> list[dict[str, Any]]:
-    return [
-        {str(k): _plain(v) for k, v in row.items()}
-        for row in pd.DataFrame(frame).to_dict("records")
-    ]
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready copy of one cell."""
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, Decimal):
-        return float(value) if value.is_finite() else None
-    if isinstance(value, pd.Timestamp | datetime):
-        moment = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
-        return moment.date().isoformat() if moment.time() == datetime.min.time() else str(moment)
-    if isinstance(value, date):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- page -------------------------------------------------------------------------------------

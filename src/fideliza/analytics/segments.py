@@ -417,10 +417,7 @@ def rfm_expr(
     - segment: the first of `rules` whose R range holds r_score and whose FM range holds
       fm_score ("other" if none; the default rules cover every cell, see DEFAULT_RFM_RULES).
     """
-    if monetary not in ("total", "average"):
-        raise ValidationError(f"must be 'total' or 'average', got {monetary!r}", field="monetary")
-    if not rules:
-        raise ValidationError("must hold at least one rule", field="rules")
+    _check_rfm_options(monetary, rules)
     moment = local_timestamp(as_of, field="as_of")
     reference = ibis.literal(moment, type="timestamp")
     rows = transactions.filter(transactions.occurred_at < reference)
@@ -429,6 +426,20 @@ def rfm_expr(
         frequency=rows.count(),
         spend=rows.amount.sum(),
     )
+    return rfm_of(buyers, as_of=moment, monetary=monetary, rules=rules)
+
+
+def rfm_of(
+    buyers: ir.Table,
+    *,
+    as_of: date | datetime | str,
+    monetary: Monetary = "total",
+    rules: Sequence[RfmRule] = DEFAULT_RFM_RULES,
+) -> ir.Table:
+    """`rfm_expr` from one row per buyer before `as_of`: member_id, last_purchase_at,
+    frequency (purchases) and spend."""
+    _check_rfm_options(monetary, rules)
+    reference = ibis.literal(local_timestamp(as_of, field="as_of"), type="timestamp")
     value = (
         buyers.spend
         if monetary == "total"
@@ -437,11 +448,15 @@ def rfm_expr(
     buyers = buyers.mutate(
         recency_days=elapsed_days(reference, buyers.last_purchase_at), monetary=value
     )
+    # Recency and frequency take few values: the buyers worse than each value are counted
+    # per value, so only the monetary ranks sort every buyer.
+    buyers = _with_worse(buyers, "recency_days", "worse_recency", larger_is_worse=True)
+    buyers = _with_worse(buyers, "frequency", "worse_frequency", larger_is_worse=False)
     everyone = ibis.window()
     n = buyers.count().over(everyone)
     scored = buyers.mutate(
-        r_score=_score(ibis.rank().over(order_by=buyers.recency_days.desc()).cast("int64"), n),
-        f_score=_score(ibis.rank().over(order_by=buyers.frequency.asc()).cast("int64"), n),
+        r_score=_score(buyers.worse_recency, n),
+        f_score=_score(buyers.worse_frequency, n),
         m_score=_score(ibis.rank().over(order_by=buyers.monetary.asc()).cast("int64"), n),
     )
     fm = ((scored.f_score + scored.m_score) // 2).cast("int64")
@@ -478,6 +493,23 @@ def rfm_expr(
     )
 
 
+def _with_worse(buyers: ir.Table, column: str, name: str, *, larger_is_worse: bool) -> ir.Table:
+    """Adds `name`: how many buyers have a strictly worse `column` (what `rank()` counts)."""
+    counts = buyers.group_by(column).aggregate(buyers_with=buyers.count())
+    value = counts[column]
+    before = ibis.window(order_by=value.desc() if larger_is_worse else value.asc(), rows=(None, -1))
+    worse = counts.select(column, worse=counts.buyers_with.sum().over(before).fill_null(0))
+    joined = buyers.join(worse, column)
+    return joined.mutate(**{name: joined.worse.cast("int64")}).drop("worse")
+
+
+def _check_rfm_options(monetary: str, rules: Sequence[RfmRule]) -> None:
+    if monetary not in ("total", "average"):
+        raise ValidationError(f"must be 'total' or 'average', got {monetary!r}", field="monetary")
+    if not rules:
+        raise ValidationError("must hold at least one rule", field="rules")
+
+
 def rfm(
     transactions: ir.Table,
     *,
@@ -503,12 +535,16 @@ def rfm_segments_expr(
     "other" only when some buyer matched no rule.
     """
     scored = rfm_expr(transactions, as_of=as_of, monetary=monetary, rules=rules)
+    return rfm_segments_of(scored, rules=rules)
+
+
+def rfm_segments_of(scored: ir.Table, *, rules: Sequence[RfmRule] = DEFAULT_RFM_RULES) -> ir.Table:
+    """`rfm_segments_expr` from `rfm_expr`'s rows (scored with the same `rules`)."""
     counts = scored.group_by("segment").aggregate(
         customers=scored.count(),
         revenue=scored.spend.sum(),
         mean_recency_days=scored.recency_days.cast("float64").mean(),
         mean_frequency=scored.frequency.cast("float64").mean(),
-        mean_spend=scored.spend.cast("float64").mean(),
     )
     names = list(dict.fromkeys([str(rule.segment) for rule in rules] + [RfmSegment.OTHER.value]))
     order = _constant_table({"segment": names, "position": list(range(len(names)))})
@@ -523,7 +559,8 @@ def rfm_segments_expr(
         revenue_share=ratio(revenue, revenue.sum().over(ibis.window())),
         mean_recency_days=joined.mean_recency_days,
         mean_frequency=joined.mean_frequency,
-        mean_spend=joined.mean_spend,
+        # From the exact total: a mean of float spends depends on the order they are added.
+        mean_spend=ratio(joined.revenue, joined.customers),
         position=joined.position,
     )
     table = table.filter((table.segment != RfmSegment.OTHER.value) | (table.customers > 0))

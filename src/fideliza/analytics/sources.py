@@ -548,6 +548,10 @@ def _timestamp_sql(
 ) -> str:
     local = _sql_string(zone)
     kind = source_type.upper()
+    if kind == "TIMESTAMP WITH TIME ZONE" and zone == "UTC":
+        # The UTC wall-clock time is the epoch itself: no time-zone lookup per row (a quarter
+        # of the time to load a Parquet file's purchases). An infinite instant has none (NULL).
+        return f"make_timestamp(epoch_us({name}))"
     if kind == "VARCHAR":
         value = f"TRIM({name})"
         naive = (

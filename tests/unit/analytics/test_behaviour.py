@@ -20,6 +20,15 @@ import polars as pl
 import pytest
 
 from fideliza import analytics as fa
+from fideliza.analytics.behaviour import (
+    active_customers_of,
+    buyer_summary_of,
+    buyers_expr,
+    cohort_retention_of,
+    defection_of,
+    member_activity_expr,
+)
+from fideliza.analytics.periods import period_start
 from fideliza.core.errors import ValidationError
 
 ROWS = [
@@ -297,3 +306,43 @@ def test_unknown_period_is_refused(tx: Any) -> None:
     with pytest.raises(ValidationError) as error:
         fa.active_customers(tx, period="fortnight")
     assert error.value.field == "period"
+
+
+@pytest.mark.parametrize("period", ["month", "week"])
+def test_the_sections_from_per_buyer_and_per_period_tables_are_the_same(
+    tx: Any, period: str
+) -> None:
+    """The report computes them from tables it keeps (first periods from the buyers' rows)."""
+    activity = member_activity_expr(tx, period)
+    buyers = buyers_expr(tx)
+    unit = fa.Period(period)
+    firsts = buyers.select("member_id", first_period=period_start(buyers.first_purchase_at, unit))
+    pairs = activity.select("member_id", "period")
+    for got, want in (
+        (buyer_summary_of(buyers), fa.buyer_summary(tx)),
+        (
+            active_customers_of(activity, period, first_periods=firsts),
+            fa.active_customers(tx, period=period),
+        ),
+        (defection_of(pairs, period), fa.defection(tx, period=period)),
+        (
+            cohort_retention_of(pairs, period, first_periods=firsts),
+            fa.cohort_retention(tx, period=period),
+        ),
+    ):
+        same(records(fa.to_frame(got)), records(want))
+
+
+def test_buyers_have_their_first_and_last_purchase(tx: Any) -> None:
+    frame = fa.to_frame(buyers_expr(tx).order_by("member_id"))
+    assert isinstance(frame, pd.DataFrame)
+    got = frame.to_dict("records")
+    assert [(r["member_id"], r["purchases"], r["spend"]) for r in got] == [
+        ("a", 3, Decimal("60.00")),
+        ("b", 2, Decimal("10.50")),
+        ("c", 2, Decimal("101.00")),
+        ("d", 1, Decimal("2.25")),
+    ]
+    # b, in Madrid time: Jan 10 11:00 and Feb 1 00:30.
+    assert got[1]["first_purchase_at"] == pd.Timestamp("2025-01-10 11:00:00")
+    assert got[1]["last_purchase_at"] == pd.Timestamp("2025-02-01 00:30:00")

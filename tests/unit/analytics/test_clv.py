@@ -561,3 +561,19 @@ def test_clv_refuses_bad_horizons() -> None:
     with pytest.raises(ValidationError) as caught:
         customer_lifetime_value(PUBLISHED_BGNBD, PUBLISHED_GAMMA_GAMMA, 1, 1.0, 2.0, 10.0, months=0)
     assert caught.value.field == "months"
+
+
+def test_expected_purchases_are_those_if_alive_times_p_alive() -> None:
+    """To the last bit: the CLV section computes the first factor once per (x, T)."""
+    frequency = np.array([0.0, 1.0, 2.0, 2.0, 7.0, 30.0])
+    recency = np.array([0.0, 5.5, 10.0, 30.0, 31.0, 38.0])
+    age = np.array([20.0, 30.0, 38.86, 38.86, 38.86, 38.86])
+    for t in (4.345, 52.14):
+        if_alive = PUBLISHED_BGNBD.expected_purchases_if_alive(t, frequency, age)
+        alive = PUBLISHED_BGNBD.probability_alive(frequency, recency, age)
+        expected = PUBLISHED_BGNBD.expected_purchases(t, frequency, recency, age)
+        assert np.array_equal(if_alive * alive, expected)
+        assert if_alive[2] == if_alive[3] and expected[2] != expected[3]
+    with pytest.raises(ValidationError) as error:
+        PUBLISHED_BGNBD.expected_purchases_if_alive(1.0, 1.0, -1.0)
+    assert error.value.field == "T"

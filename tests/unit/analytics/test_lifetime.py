@@ -22,13 +22,19 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from fideliza import analytics as fa
 from fideliza.analytics.clv import customer_lifetime_value, summarize_transactions
-from fideliza.analytics.lifetime import customer_base_expr, estimate_lifetime_values
+from fideliza.analytics.lifetime import (
+    buyer_days_expr,
+    customer_base_expr,
+    estimate_lifetime_values,
+    with_segments,
+)
 from fideliza.analytics.report import build_report
-from fideliza.analytics.report_clv import clv_figures
+from fideliza.analytics.report_clv import clv_figures, exact_sum, exact_sums
 from fideliza.analytics.report_i18n import LABELS
 from fideliza.core.errors import ValidationError
 from tests.unit.analytics.conftest import OpenRows
@@ -284,3 +290,47 @@ def test_the_report_refuses_a_bad_horizon(cdnow: fa.AnalyticsData) -> None:
     with pytest.raises(ValidationError) as error:
         build_report(cdnow, as_of=CDNOW_AS_OF, clv_months=0)
     assert error.value.field == "months"
+
+
+def test_exact_sums_are_fsums_per_group() -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [
+            rng.normal(size=600) * 2.0 ** rng.integers(-1070, 1000, 600),  # subnormals to huge
+            np.round(rng.normal(size=300) * 100, 2),
+            [0.1] * 50,
+            [1e16, 1.0, -1e16],  # a naive sum loses the 1.0
+            [5e-324, -0.0, 0.0],
+        ]
+    )
+    groups = rng.integers(0, 5, values.size)  # group 5 stays empty
+    assert exact_sums(values, groups, 6) == [math.fsum(values[groups == g]) for g in range(6)]
+    assert exact_sum(values) == math.fsum(values)
+    assert exact_sum([1e16, 1.0, -1e16]) == 1.0
+    assert exact_sum([]) == 0.0
+    assert exact_sum([math.inf, 1.0]) == math.inf
+    with pytest.raises(ValueError):  # as math.fsum
+        exact_sum([math.inf, -math.inf])
+
+
+def test_clv_with_the_segments_known_already_is_the_same(cdnow: fa.AnalyticsData) -> None:
+    """The report passes the RFM segments it computed for its RFM section."""
+    segments = fa.rfm_expr(cdnow.transactions, as_of=CDNOW_AS_OF)
+    plain = estimate_lifetime_values(cdnow.transactions, as_of=CDNOW_AS_OF)
+    known = estimate_lifetime_values(cdnow.transactions, as_of=CDNOW_AS_OF, segments=segments)
+    assert clv_figures(known) == clv_figures(plain)
+
+
+def test_segments_matched_in_arrow_are_the_joined_ones(open_rows: OpenRows) -> None:
+    """The report fetches the buyers' purchase days and their segments apart."""
+    data = open_rows(ROWS)
+    joined = fa.to_frame(customer_base_expr(data.transactions, as_of="2025-03-01"))
+    days = buyer_days_expr(data.transactions, as_of="2025-03-01").to_pyarrow()
+    segments = fa.rfm_expr(data.transactions, as_of="2025-03-01").to_pyarrow()
+    matched = with_segments(days, segments.filter(pc.field("member_id") != "b"))
+    assert matched.column("member_id").to_pylist() == [
+        m for m in days.column("member_id").to_pylist() if m != "b"
+    ]  # the buyers' order kept; b, without a segment, left out as by the join
+    want = joined.set_index("member_id")["segment"].to_dict()
+    got = dict(zip(*(matched.column(c).to_pylist() for c in ("member_id", "segment")), strict=True))
+    assert got == {m: s for m, s in want.items() if m != "b"}

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pytest
 
 from fideliza import analytics as fa
+from fideliza.analytics.behaviour import buyers_expr
+from fideliza.analytics.loyalty import loyalty_matrix_of, satisfied_defection_of
 from fideliza.core.errors import ValidationError
 
 TRANSACTIONS = [
@@ -319,3 +321,25 @@ def test_an_aware_as_of_is_refused(data: fa.AnalyticsData) -> None:
     with pytest.raises(ValidationError) as error:
         fa.loyalty_matrix(data.transactions, data.surveys, as_of="2025-01-01T00:00:00+01:00")
     assert error.value.field == "as_of"
+
+
+def test_first_purchases_known_already_give_the_same_members(
+    data: fa.AnalyticsData, engagement: Any
+) -> None:
+    """The report passes each buyer's first purchase over all its data: x's is after as_of,
+    so x stays out of the matrix all the same."""
+    args = full(data, engagement)
+    firsts = buyers_expr(data.transactions).select("member_id", "first_purchase_at")
+    want = rows(fa.loyalty_members(args.pop("transactions"), args.pop("surveys"), **args))
+    got = fa.loyalty_members_expr(
+        data.transactions, data.surveys, first_purchases=firsts, **args
+    ).order_by("member_id")
+    assert rows(fa.to_frame(got)) == want
+    assert "x" not in {r["member_id"] for r in want}
+    members = fa.loyalty_members_expr(data.transactions, data.surveys, **args)
+    assert rows(fa.to_frame(loyalty_matrix_of(members, args["rule"]))) == rows(
+        fa.loyalty_matrix(data.transactions, data.surveys, **args)
+    )
+    assert rows(fa.to_frame(satisfied_defection_of(members))) == rows(
+        fa.satisfied_defection(data.transactions, data.surveys, **args)
+    )

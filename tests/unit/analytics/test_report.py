@@ -204,3 +204,29 @@ def test_an_unknown_language_is_refused_naming_it(data: fa.AnalyticsData) -> Non
     with pytest.raises(ValidationError) as error:
         build_report(data, as_of=AS_OF, lang="fr")
     assert error.value.field == "lang"
+
+
+def test_the_tables_kept_for_the_report_are_dropped_even_on_an_error(
+    data: fa.AnalyticsData,
+) -> None:
+    con = data.backend.con  # type: ignore[attr-defined]
+
+    def tables() -> list[str]:
+        return sorted(
+            row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        )
+
+    before = tables()
+    made: list[list[str]] = []
+
+    def stop_at_cohorts(section: str) -> None:
+        if section == "cohort_retention":
+            made.append(tables())
+            raise RuntimeError("stopped")
+
+    build_report(data, as_of=AS_OF, lang="en")
+    assert tables() == before
+    with pytest.raises(RuntimeError):
+        build_report(data, as_of=AS_OF, lang="en", progress=stop_at_cohorts)
+    assert len(made[0]) > len(before)  # the buyers, RFM and monthly tables were kept
+    assert tables() == before

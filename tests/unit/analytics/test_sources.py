@@ -207,3 +207,32 @@ def test_a_frame_of_mixed_values_is_refused_clearly() -> None:
     with pytest.raises(ValidationError) as error:
         fa.open_frames(frame)
     assert error.value.field in ("transactions", "amount")
+
+
+def test_parquet_instants_in_utc_keep_their_second(tmp_path: Path) -> None:
+    """UTC takes a shortcut (no zone lookup): the same truncation to the second, before 1970
+    too, as any other zone."""
+    instants = [
+        datetime(2025, 3, 30, 0, 59, 59, 999_999),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000),
+        datetime(2025, 10, 26, 1, 30),
+    ]
+    table = pa.table(
+        {
+            "member_id": ["a", "b", "c"],
+            "occurred_at": pa.array(instants, pa.timestamp("us", tz="UTC")),
+            "amount": pa.array([Decimal("1")] * 3, pa.decimal128(10, 2)),
+        }
+    )
+    path = tmp_path / "p.parquet"
+    pq.write_table(table, path)
+    with fa.open_files(path, timezone="UTC") as data:
+        got = data.transactions.order_by("member_id").to_pandas()["occurred_at"].tolist()
+    assert got == [pd.Timestamp(i.replace(microsecond=0)) for i in instants]
+    with fa.open_files(path, timezone="Europe/Madrid") as data:
+        madrid = data.transactions.order_by("member_id").to_pandas()["occurred_at"].tolist()
+    assert [str(t) for t in madrid] == [
+        "2025-03-30 01:59:59",  # CET, an hour before the clocks go forward
+        "1970-01-01 00:59:59",
+        "2025-10-26 02:30:00",  # CET again after 01:00 UTC
+    ]

@@ -20,6 +20,7 @@ from fideliza.analytics.models._common import (
     CustomerTable,
     FloatArray,
     as_float_array,
+    check_frequency,
     check_horizon,
     check_rfm,
     compress,
@@ -67,6 +68,19 @@ class BgNbd:
         x, t_x, age = check_rfm(frequency, recency, T)
         horizon, x, t_x, age = np.broadcast_arrays(horizon, x, t_x, age)
         return _expected_purchases(self, horizon, x, t_x, age)
+
+    def expected_purchases_if_alive(
+        self, t: ArrayLike, frequency: ArrayLike, T: ArrayLike
+    ) -> FloatArray:
+        """E[purchases in (T, T + t] | x, T, alive at T]: `expected_purchases` is this times
+        `probability_alive`. It does not depend on recency: customers sharing (x, T) share it."""
+        horizon = check_horizon(t)
+        x = check_frequency(frequency)
+        age = as_float_array(T, field="T")
+        if np.any(age < 0):
+            raise ValidationError("must be >= 0", field="T")
+        horizon, x, age = np.broadcast_arrays(horizon, x, age)
+        return _expected_if_alive(self, horizon, x, age)
 
     def expected_purchases_new_customer(self, t: ArrayLike) -> FloatArray:
         """E[X(t)]: purchases in (0, t] expected from a customer just acquired (FHL eq. 9)."""
@@ -252,6 +266,11 @@ def _probability_alive(model: BgNbd, x: FloatArray, t_x: FloatArray, age: FloatA
 def _expected_purchases(
     model: BgNbd, t: FloatArray, x: FloatArray, t_x: FloatArray, age: FloatArray
 ) -> FloatArray:
+    expected = _expected_if_alive(model, t, x, age)
+    return np.asarray(expected * _probability_alive(model, x, t_x, age), dtype=np.float64)
+
+
+def _expected_if_alive(model: BgNbd, t: FloatArray, x: FloatArray, age: FloatArray) -> FloatArray:
     r, alpha, a, b = model.r, model.alpha, model.a, model.b
     # The closed form divides by a − 1; it is smooth in a, so step off the removable point.
     if abs(a - 1.0) < 1e-7:
@@ -263,5 +282,4 @@ def _expected_purchases(
     log_one_minus_z = np.log(alpha + age) - np.log(alpha + age + t)
     hyper = hyp2f1(a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z)
     bracket = 1.0 - np.exp((a - 1.0) * log_one_minus_z) * hyper
-    expected = (a + b + x - 1.0) / (a - 1.0) * bracket
-    return np.asarray(expected * _probability_alive(model, x, t_x, age), dtype=np.float64)
+    return np.asarray((a + b + x - 1.0) / (a - 1.0) * bracket, dtype=np.float64)
