@@ -124,6 +124,9 @@ def test_postings_are_counted_by_kind_once_committed(client: TestClient, world: 
     redemptions = f"/v1/members/{member['id']}/redemptions"
     redemption = {"points": 20, "reason": "cinema", "reference": unique("ORDER")}
     assert client.post(redemptions, json=redemption, headers=world.auth("pos")).status_code == 201
+    by_key = {**world.auth("pos"), "Idempotency-Key": unique("K")}  # not grouped: one by one
+    keyed_redemption = {"points": 5, "reason": "cinema"}
+    assert client.post(redemptions, json=keyed_redemption, headers=by_key).status_code == 201
     refused = client.post(
         redemptions,
         json={**redemption, "reference": unique("ORDER"), "points": 10_000},

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fideliza.api.context import Call, reader
 from fideliza.api.errors import PROBLEM_RESPONSES
+from fideliza.api.grouping import note_redeemed
 from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.validation import IdPath, NonZeroPoints, Points, Reason
 from fideliza.apikeys.domain import Scope
@@ -262,6 +263,7 @@ async def redeem(
         )
         if isinstance(answer, FidelizaError):
             raise answer
+        note_redeemed(db, answer)
         return _redemption_response(answer, body.reference)
 
     return await run_in_threadpool(call.run, work, key_required=body.reference is None)
