@@ -211,10 +211,11 @@ class Call:
 def requires(scope: Scope) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the authenticated caller, refused (403) without `scope`."""
 
-    async def dependency(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
-        if scope not in caller.scopes:  # the scopes it implies are there already
-            require_scope(caller.scopes, scope)
-        return caller
+    async def dependency(
+        rt: Annotated[Runtime, Depends(runtime)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Caller:
+        return await caller_of(rt, credentials, scope)
 
     dependency.__name__ = f"requires_{scope}"
     return dependency
