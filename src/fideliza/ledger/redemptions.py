@@ -129,14 +129,15 @@ def redeem_many(
     if db.autoflush:
         db.flush()
     members = _members(db, member_ids={request.member_id for request in requests})
-    active = sorted(
-        member_id
-        for member_id, row in members.items()
-        if row.program_id == program_id and row.status == MemberStatus.ACTIVE
-    )
+    ours = sorted(member_id for member_id, row in members.items() if row.program_id == program_id)
     # Locked before the holds are read: two tills redeeming with one reference queue on the
-    # member's lock, and the second one sees the first one's hold.
-    accounts = ledger.lock_member_accounts(db, member_ids=active) if active else {}
+    # member's lock, and the second one sees the first one's hold. The statuses are read again
+    # under the lock, which a status change takes too: a member closed meanwhile spends nothing.
+    accounts = ledger.lock_member_accounts(db, member_ids=ours) if ours else {}
+    if ours:
+        members.update(_members(db, member_ids=ours))
+    active = [member_id for member_id in ours if members[member_id].status == MemberStatus.ACTIVE]
+    accounts = {member_id: accounts[member_id] for member_id in active}
     planner = _Planner(
         program_id=program_id,
         members=members,

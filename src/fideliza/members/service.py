@@ -260,6 +260,9 @@ def change_status(
         raise InvalidState(f"a {current} member cannot become {target}", field="status")
     if not reason.strip():
         raise ValidationError("is required", field="reason")
+    # Under the member's points lock, which every earning and spending takes first: a purchase
+    # or redemption running now either finishes before the change or sees the new status.
+    ledger.lock_member_accounts(db, member_ids=[member.id])
     member.status = target.value
     programs.audit(
         db,

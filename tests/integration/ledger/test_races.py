@@ -25,6 +25,9 @@ from fideliza.ledger import service as ledger
 from fideliza.ledger.check import check_ledger
 from fideliza.ledger.domain import AllocationKind, TxKind
 from fideliza.ledger.models import Allocation, Hold, LedgerTransaction, Lot
+from fideliza.ledger.redemptions import RedemptionRequest, redeem_many
+from fideliza.members import service as members
+from fideliza.members.models import Member
 from fideliza.programs.models import Program
 from fideliza.programs.service import settings_of
 from fideliza.purchases import service as purchases
@@ -387,3 +390,48 @@ def test_the_expiry_job_racing_redemptions_never_spends_expired_points(
     assert redeemed % 10 == 0 and redeemed == 10 * kinds(results[1:])["ok"]
     assert ledger.balance(db, member_id=member.id) == ledger.Balance(0, 0, 0)
     assert check_ledger(db, program_id=program.id) == []
+
+
+def test_a_redemption_waits_for_a_status_change_under_way_and_sees_it(
+    db: Session, session_factory: sessionmaker[Session], now: datetime
+) -> None:
+    """A member being suspended holds the member's points lock until it commits: a redemption
+    arriving meanwhile waits, then is refused — it never spends on the status it read before."""
+    program, member = funded_member(db, now, (50,))
+    suspending = session_factory()
+    members.change_status(
+        suspending,
+        program=suspending.get(Program, program.id),
+        member=suspending.get(Member, member.id),
+        status="suspended",
+        reason="fraud check",
+        now=now,
+    )
+    answers: list[Any] = []
+
+    def redeem() -> None:
+        with session_factory() as other:
+            request = RedemptionRequest(
+                member_id=member.id, points=10, reference="redemption:r1", reason="cinema"
+            )
+            answers.extend(
+                redeem_many(
+                    other,
+                    program_id=program.id,
+                    settings=settings_of(program),
+                    requests=[request],
+                    now=now,
+                )
+            )
+            other.commit()
+
+    thread = threading.Thread(target=redeem)
+    thread.start()
+    thread.join(timeout=0.5)
+    assert thread.is_alive()  # waiting for the suspension's lock
+    suspending.commit()
+    suspending.close()
+    thread.join(timeout=TIMEOUT_SECONDS)
+    assert len(answers) == 1 and isinstance(answers[0], InvalidState), answers
+    db.expire_all()
+    assert ledger.balance(db, member_id=member.id).available == 50
