@@ -441,6 +441,12 @@ ROUTES: list[tuple[str, str, str, Body]] = [
         "admin",
         lambda o: {"points": 5, "reason": "goodwill"},
     ),
+    (
+        "POST",
+        "/v1/members/{member}/status",
+        "admin",
+        lambda o: {"status": "active", "reason": "matrix"},  # active → active: refused, 409
+    ),
     ("POST", "/v1/jobs/run", "admin", None),
     ("GET", "/v1/api-keys", "admin", None),
     ("POST", "/v1/api-keys", "admin", lambda o: {"name": "k", "scopes": ["read"]}),
@@ -620,7 +626,7 @@ def test_another_program_s_objects_are_as_absent_ones(
         if not _same_problem(*responses):
             failures.append(f"{method} {template}: {[r.text for r in responses]}")
     assert not failures, "\n".join(failures)
-    assert compared == 56
+    assert compared == 57
     # And nothing of theirs moved.
     balance = client.get(
         f"/v1/members/{theirs.member['id']}/balance", headers=other.auth("read")

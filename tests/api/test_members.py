@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
 from fideliza.members.domain import new_card_number
-from tests.api.world import World, assert_problem, enrol, unique
+from tests.api.conftest import START
+from tests.api.world import World, assert_problem, earn, enrol, unique
 
 UNUSED_CARD = new_card_number("0" * 14)  # valid (Luhn), never issued: random cards start 7…
 
@@ -136,3 +139,31 @@ def test_list_members_by_cursor(client: TestClient, world: World) -> None:
         "/v1/members", params={"status": "suspended"}, headers=world.auth("read")
     ).json()
     assert suspended == {"items": [], "next_cursor": None}
+
+
+def test_an_admin_suspends_reactivates_and_closes_a_member(
+    client: TestClient, world: World
+) -> None:
+    member = enrol(client, world)
+    earn(client, world, member, START, amount="20.00")
+    status = f"/v1/members/{member['id']}/status"
+    redeem = f"/v1/members/{member['id']}/redemptions"
+
+    def spend(reference: str) -> Any:
+        body = {"points": 5, "reason": "cinema", "reference": reference}
+        return client.post(redeem, json=body, headers=world.auth("pos"))
+
+    suspend = {"status": "suspended", "reason": "fraud check"}
+    refused = client.post(status, json=suspend, headers=world.auth("pos"))
+    assert_problem(refused, 403, "forbidden")
+    suspended = client.post(status, json=suspend, headers=world.auth())
+    assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
+    assert_problem(spend(unique("R")), 409, "invalid_state", "member_id")
+    back = client.post(status, json={"status": "active", "reason": "cleared"}, headers=world.auth())
+    assert back.json()["status"] == "active" and spend(unique("R")).status_code == 201
+    closed = client.post(status, json={"status": "closed", "reason": "asked"}, headers=world.auth())
+    assert closed.json()["status"] == "closed"
+    final = client.post(status, json={"status": "active", "reason": "oops"}, headers=world.auth())
+    assert_problem(final, 409, "invalid_state", "status")
+    blank = client.post(status, json={"status": "active", "reason": "  "}, headers=world.auth())
+    assert_problem(blank, 422, "validation_error", "reason")

@@ -19,6 +19,7 @@ from fideliza.api.idempotency import Write, json_response, writer
 from fideliza.api.pagination import CursorQuery, Page, decode_cursor, encode_cursor
 from fideliza.api.ratelimit import sensitive
 from fideliza.api.validation import IdPath, Limit
+from fideliza.apikeys.domain import Scope
 from fideliza.ledger import service as ledger
 from fideliza.ledger.history import member_history
 from fideliza.members import service as members
@@ -32,6 +33,7 @@ from fideliza.tiers import service as tiers
 router = APIRouter(prefix="/v1", tags=["members"], responses=PROBLEM_RESPONSES)
 READ = reader()
 WRITE = writer()
+ADMIN = writer(Scope.ADMIN)
 
 
 class CardRead(BaseModel):
@@ -239,6 +241,39 @@ def update_profile(
         member = members.get(db, program_id=program.id, member_id=member_id)
         members.update_profile(
             db, program=program, member=member, changes=body, now=call.now, actor=call.caller.actor
+        )
+        return json_response(member_read(db, program=program, member=member))
+
+    return call.run(work)
+
+
+class StatusChangeIn(BaseModel):
+    """Suspend (no earning or spending until reactivated), reactivate, or close (final)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: MemberStatus
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
+
+
+@router.post("/members/{member_id}/status", response_model=MemberRead, tags=["admin"])
+def change_status(
+    member_id: IdPath, body: StatusChangeIn, call: Annotated[Write, Depends(ADMIN)]
+) -> Response:
+    """Changes the member's status (audited with the key that did it); a purchase or redemption
+    of the member running at that moment finishes first or sees the new status."""
+
+    def work(db: Session) -> Response:
+        program = call.program(db)
+        member = members.get(db, program_id=program.id, member_id=member_id)
+        members.change_status(
+            db,
+            program=program,
+            member=member,
+            status=body.status.value,
+            reason=body.reason,
+            now=call.now,
+            actor=call.caller.actor,
         )
         return json_response(member_read(db, program=program, member=member))
 
