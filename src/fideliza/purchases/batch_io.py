@@ -11,12 +11,14 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import Executable, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from fideliza.db import bulk_insert, in_values
+from fideliza.ledger.service import among, among_values
 from fideliza.members.models import Member, MemberMonth
 from fideliza.purchases.models import Purchase
 from fideliza.rules.models import RuleUsage as RuleUsageRow
@@ -31,15 +33,53 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + CHUNK]
 
 
+# Built once per backend and shape (one value or many, see ledger.among) and run with their
+# values as parameters: building a statement costs more CPU than running it for a small batch.
+
+
+@cache
+def _member_ids_query(dialect: str, single: bool) -> Executable:
+    return select(Member.external_id, Member.id).where(
+        Member.program_id == bindparam("program_id"), among(dialect, Member.external_id, single)
+    )
+
+
+@cache
+def _member_rows_query(dialect: str, single: bool) -> Executable:
+    return select(
+        Member.id,
+        Member.status,
+        Member.attributes,
+        Member.birthday,
+        Member.first_purchase_at,
+        Member.tier_code,
+    ).where(among(dialect, Member.id, single))
+
+
+@cache
+def _recorded_query(dialect: str, single: bool) -> Executable:
+    return select(
+        Purchase.external_id,
+        Purchase.id,
+        Purchase.member_id,
+        Purchase.points_earned,
+        Purchase.earn_transaction_id,
+        Purchase.content_hash,
+    ).where(
+        Purchase.program_id == bindparam("program_id"),
+        among(dialect, Purchase.external_id, single),
+    )
+
+
 def member_ids_by_ref(db: Session, *, program_id: int, refs: Iterable[str]) -> dict[str, int]:
     """Member ids by the external ids a till or a file uses; unknown ids are absent."""
     connection = db.connection()
+    dialect = connection.dialect.name
     found: dict[str, int] = {}
     for chunk in _chunks(sorted(set(refs))):
         for external_id, member_id in connection.execute(
-            select(Member.external_id, Member.id).where(
-                Member.program_id == program_id, in_values(db, Member.external_id, chunk)
-            )
+            _member_ids_query(dialect, len(chunk) == 1),
+            {"program_id": program_id, "values": among_values(chunk)},
         ):
             found[external_id] = member_id
     return found
@@ -57,14 +97,7 @@ def member_rows(db: Session, *, member_ids: Sequence[int]) -> list[MemberRow]:
     for chunk in _chunks(member_ids):
         rows.extend(
             connection.execute(
-                select(
-                    Member.id,
-                    Member.status,
-                    Member.attributes,
-                    Member.birthday,
-                    Member.first_purchase_at,
-                    Member.tier_code,
-                ).where(in_values(db, Member.id, chunk))
+                _member_rows_query("postgresql", len(chunk) == 1), {"values": among_values(chunk)}
             ).all()
         )
     return rows
@@ -157,21 +190,13 @@ def recorded_purchases(
 ) -> list[PurchaseRow]:
     """(external id, id, member, points, earn transaction, hash) of those already recorded."""
     connection = db.connection()
+    dialect = connection.dialect.name
     rows: list[PurchaseRow] = []
     for chunk in _chunks(sorted(set(external_ids))):
         rows.extend(
             connection.execute(
-                select(
-                    Purchase.external_id,
-                    Purchase.id,
-                    Purchase.member_id,
-                    Purchase.points_earned,
-                    Purchase.earn_transaction_id,
-                    Purchase.content_hash,
-                ).where(
-                    Purchase.program_id == program_id,
-                    in_values(db, Purchase.external_id, chunk),
-                )
+                _recorded_query(dialect, len(chunk) == 1),
+                {"program_id": program_id, "values": among_values(chunk)},
             ).all()
         )
     return rows
