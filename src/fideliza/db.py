@@ -238,8 +238,12 @@ def upsert_add(
 def in_values(db: Session, column: Any, values: Sequence[Any]) -> Any:
     """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter, not thousands.
 
-    A query with thousands of parameters costs more to build and parse than to run.
+    A query with thousands of parameters costs more to build and parse than to run. One value
+    is `column = value`: PostgreSQL's generic plan for `= ANY` guesses ten rows and may scan a
+    small table instead of using its index.
     """
+    if len(values) == 1:
+        return column == values[0]
     if db.get_bind().dialect.name == "postgresql":
         from sqlalchemy import any_, bindparam
         from sqlalchemy.dialects.postgresql import ARRAY
