@@ -17,10 +17,12 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    any_,
+    bindparam,
     create_engine,
     event,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -245,11 +247,26 @@ def in_values(db: Session, column: Any, values: Sequence[Any]) -> Any:
     if len(values) == 1:
         return column == values[0]
     if db.get_bind().dialect.name == "postgresql":
-        from sqlalchemy import any_, bindparam
-        from sqlalchemy.dialects.postgresql import ARRAY
-
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(values)
+
+
+def among(dialect: str, column: Any, single: bool) -> Any:
+    """`column IN :values`, for a statement built once and run with its values as a parameter
+    (`among_values`): building a statement costs more CPU than running it for one member. On
+    PostgreSQL one array parameter (`= ANY`, see in_values); one value as `column =
+    :values`, since the server's cached plan for `= ANY` guesses ten rows and may scan a small
+    table instead of its index."""
+    if single:
+        return column == bindparam("values")
+    if dialect == "postgresql":
+        return column == any_(bindparam("values", type_=ARRAY(column.type)))
+    return column.in_(bindparam("values", expanding=True))
+
+
+def among_values(values: Sequence[Any]) -> Any:
+    """The parameter of an `among` condition built for these values."""
+    return values[0] if len(values) == 1 else list(values)
 
 
 def _nullable(convert: Any) -> Any:

@@ -26,7 +26,7 @@ from sqlalchemy import Executable, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, NotFound
-from fideliza.db import bulk_insert
+from fideliza.db import among, among_values, bulk_insert
 from fideliza.ledger import events
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import (
@@ -229,7 +229,7 @@ class _Planner:
 # --- reads ----------------------------------------------------------------------------------
 
 
-# The reads are built once per backend and shape (one value or many, see ledger.among) and run
+# The reads are built once per backend and shape (one value or many, see db.among) and run
 # with their values as parameters: building a statement costs more CPU than running it for a
 # batch of one.
 
@@ -237,7 +237,7 @@ class _Planner:
 @cache
 def _members_query(dialect: str, single: bool) -> Executable:
     return select(Member.id, Member.program_id, Member.external_id, Member.status).where(
-        ledger.among(dialect, Member.id, single)
+        among(dialect, Member.id, single)
     )
 
 
@@ -251,15 +251,13 @@ def _holds_query(dialect: str, single: bool) -> Executable:
         Hold.reason,
         Hold.final_transaction_id,
         Hold.created_at,
-    ).where(
-        Hold.program_id == bindparam("program_id"), ledger.among(dialect, Hold.reference, single)
-    )
+    ).where(Hold.program_id == bindparam("program_id"), among(dialect, Hold.reference, single))
 
 
 @cache
 def _lots_query(dialect: str, single: bool) -> Executable:
     return select(Lot.member_id, Lot.id, Lot.remaining, Lot.expires_at, Lot.earned_at).where(
-        ledger.among(dialect, Lot.member_id, single),
+        among(dialect, Lot.member_id, single),
         Lot.state == LotState.AVAILABLE.value,
         Lot.remaining > 0,
         or_(Lot.expires_at.is_(None), Lot.expires_at > bindparam("now")),
@@ -271,7 +269,7 @@ def _members(db: Session, *, member_ids: Iterable[int]) -> dict[int, _MemberRow]
     connection = db.connection()
     rows = connection.execute(
         _members_query(connection.dialect.name, len(wanted) == 1),
-        {"values": ledger.among_values(wanted)},
+        {"values": among_values(wanted)},
     )
     return {member_id: _MemberRow(program, ref, status) for member_id, program, ref, status in rows}
 
@@ -285,7 +283,7 @@ def _holds_by_reference(
     connection = db.connection()
     rows = connection.execute(
         _holds_query(connection.dialect.name, len(wanted) == 1),
-        {"program_id": program_id, "values": ledger.among_values(wanted)},
+        {"program_id": program_id, "values": among_values(wanted)},
     )
     return {
         reference: _Hold(
@@ -310,7 +308,7 @@ def _open_lots(
     connection = db.connection()
     rows = connection.execute(
         _lots_query(connection.dialect.name, len(member_ids) == 1),
-        {"values": ledger.among_values(member_ids), "now": now},
+        {"values": among_values(member_ids), "now": now},
     )
     found: dict[int, list[OpenLot]] = defaultdict(list)
     for member_id, lot_id, remaining, expires_at, earned_at in rows:

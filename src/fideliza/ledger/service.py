@@ -13,10 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
 
-from sqlalchemy import Executable, any_, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Executable, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from fideliza.core.errors import (
@@ -26,6 +24,7 @@ from fideliza.core.errors import (
     NotFound,
     ValidationError,
 )
+from fideliza.db import among, among_values
 from fideliza.ledger import events
 from fideliza.ledger.domain import (
     MEMBER_ACCOUNT_KINDS,
@@ -145,24 +144,6 @@ def system_account_ids(db: Session, *, program_id: int) -> dict[AccountKind, int
         rows = db.connection().execute(_SYSTEM_ACCOUNTS, {"program_id": program_id}).all()
         known[program_id] = {AccountKind(kind): account_id for kind, account_id in rows}
     return known[program_id]
-
-
-def among(dialect: str, column: Any, single: bool) -> Any:
-    """`column IN :values`, for a statement built once and run with its values as a parameter
-    (`among_values`): building a statement costs more CPU than running it for one member. On
-    PostgreSQL one array parameter (`= ANY`, see db.in_values); one value as `column =
-    :values`, since the server's cached plan for `= ANY` guesses ten rows and may scan a small
-    table instead of its index."""
-    if single:
-        return column == bindparam("values")
-    if dialect == "postgresql":
-        return column == any_(bindparam("values", type_=ARRAY(column.type)))
-    return column.in_(bindparam("values", expanding=True))
-
-
-def among_values(values: Sequence[Any]) -> Any:
-    """The parameter of an `among` condition built for these values."""
-    return values[0] if len(values) == 1 else list(values)
 
 
 @cache

@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy import Executable, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from fideliza.db import bulk_insert, in_values
-from fideliza.ledger.service import among, among_values
+from fideliza.db import among, among_values, bulk_insert, in_values
 from fideliza.members.models import Member, MemberMonth
 from fideliza.purchases.models import Purchase
 from fideliza.rules.models import RuleUsage as RuleUsageRow
@@ -33,7 +32,7 @@ def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start : start + CHUNK]
 
 
-# Built once per backend and shape (one value or many, see ledger.among) and run with their
+# Built once per backend and shape (one value or many, see db.among) and run with their
 # values as parameters: building a statement costs more CPU than running it for a small batch.
 
 
