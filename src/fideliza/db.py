@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -267,6 +268,38 @@ def among(dialect: str, column: Any, single: bool) -> Any:
 def among_values(values: Sequence[Any]) -> Any:
     """The parameter of an `among` condition built for these values."""
     return values[0] if len(values) == 1 else list(values)
+
+
+def add_by_id(db: Session, table: str, column: str, amounts: dict[int, int]) -> None:
+    """`column += amount` for each row id of `table`, in id order (callers hold the rows' locks).
+
+    Many rows: one statement on PostgreSQL. One row (a batch of one, the usual case when requests
+    do not overlap): a plain UPDATE by id, which the server plans cheaper than a join with unnest
+    (~10 % of its CPU per redemption, measured with bench_redemptions).
+    """
+    if not amounts:
+        return
+    ordered = sorted(amounts.items())
+    connection = db.connection()
+    if connection.dialect.name == "postgresql" and len(ordered) > 1:
+        connection.execute(
+            text(
+                f"UPDATE {table} SET {column} = {table}.{column} + moves.amount "
+                "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:amounts AS BIGINT[])) "
+                f"AS moves(id, amount) WHERE {table}.id = moves.id"
+            ),
+            {"ids": [row_id for row_id, _ in ordered], "amounts": [a for _, a in ordered]},
+        )
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    mark = "?" if connection.dialect.name == "sqlite" else "%s"
+    cursor = raw.cursor()
+    cursor.executemany(
+        f"UPDATE {table} SET {column} = {column} + {mark} WHERE id = {mark}",
+        [(amount, row_id) for row_id, amount in ordered],
+    )
+    cursor.close()
 
 
 def _nullable(convert: Any) -> Any:

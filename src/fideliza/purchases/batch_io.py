@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Executable, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from fideliza.db import among, among_values, bulk_insert, in_values
+from fideliza.db import add_by_id, among, among_values, bulk_insert, in_values
 from fideliza.members.models import Member, MemberMonth
 from fideliza.purchases.models import Purchase
 from fideliza.rules.models import RuleUsage as RuleUsageRow
@@ -203,28 +203,7 @@ def recorded_purchases(
 
 def add_to_balances(db: Session, moves: dict[int, int]) -> None:
     """Adds each move to its account's cached balance (accounts in id order)."""
-    if not moves:
-        return
-    ordered = sorted(moves.items())
-    connection = db.connection()
-    if connection.dialect.name == "postgresql":
-        # One statement for the whole batch rather than one per account.
-        connection.execute(
-            text(
-                "UPDATE accounts SET balance = accounts.balance + moves.amount "
-                "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:amounts AS BIGINT[])) "
-                "AS moves(id, amount) WHERE accounts.id = moves.id"
-            ),
-            {"ids": [a for a, _ in ordered], "amounts": [m for _, m in ordered]},
-        )
-        return
-    raw = connection.connection.driver_connection
-    assert raw is not None
-    cursor = raw.cursor()
-    cursor.executemany(
-        "UPDATE accounts SET balance = balance + ? WHERE id = ?", [(m, a) for a, m in ordered]
-    )
-    cursor.close()
+    add_by_id(db, "accounts", "balance", moves)
 
 
 def set_first_purchases(db: Session, firsts: dict[int, datetime]) -> None:
