@@ -141,3 +141,19 @@ class Hold(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+# The columns the batch writers (purchases' ingest, ledger.redemptions) give `db.bulk_insert`, in
+# the order of the row tuples they build.
+TX_BULK_COLUMNS = (
+    "id",
+    "program_id",
+    "member_id",
+    "kind",
+    "occurred_at",
+    "recorded_at",
+    "reason",
+    "source_type",
+    "source_ref",
+)
+ALLOCATION_BULK_COLUMNS = ("lot_id", "transaction_id", "amount", "kind")

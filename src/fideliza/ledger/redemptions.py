@@ -39,7 +39,15 @@ from fideliza.ledger.domain import (
     burn_order_key,
     plan_burn,
 )
-from fideliza.ledger.models import Allocation, Entry, Hold, LedgerTransaction, Lot
+from fideliza.ledger.models import (
+    ALLOCATION_BULK_COLUMNS,
+    TX_BULK_COLUMNS,
+    Allocation,
+    Entry,
+    Hold,
+    LedgerTransaction,
+    Lot,
+)
 from fideliza.members.domain import MemberStatus
 from fideliza.members.models import Member
 from fideliza.programs.domain import ProgramSettings
@@ -343,10 +351,10 @@ def _write(
         rows.add(made, available=kinds[AccountKind.AVAILABLE][0], held=kinds[AccountKind.HELD][0])
     converted: dict[str, dict[Any, Any]] = {}  # `now` goes into two tables
     bulk_insert(
-        db, LedgerTransaction.__table__, _TX_COLUMNS, rows.transactions, converted=converted
+        db, LedgerTransaction.__table__, TX_BULK_COLUMNS, rows.transactions, converted=converted
     )
     bulk_insert(db, Entry.__table__, _ENTRY_COLUMNS, rows.entries)
-    bulk_insert(db, Allocation.__table__, _ALLOCATION_COLUMNS, rows.allocations)
+    bulk_insert(db, Allocation.__table__, ALLOCATION_BULK_COLUMNS, rows.allocations)
     add_by_id(db, "point_lots", "remaining", {lot: -taken for lot, taken in rows.taken.items()})
     bulk_insert(db, Hold.__table__, _HOLD_COLUMNS, rows.holds, converted=converted)
     add_by_id(db, "accounts", "balance", {account: -spent for account, spent in rows.spent.items()})
@@ -434,19 +442,7 @@ class _Rows:
         )
 
 
-_TX_COLUMNS = (
-    "id",
-    "program_id",
-    "member_id",
-    "kind",
-    "occurred_at",
-    "recorded_at",
-    "reason",
-    "source_type",
-    "source_ref",
-)
 _ENTRY_COLUMNS = ("transaction_id", "account_id", "amount", "detail")
-_ALLOCATION_COLUMNS = ("lot_id", "transaction_id", "amount", "kind")
 _HOLD_COLUMNS = (
     "id",
     "program_id",

@@ -23,7 +23,14 @@ from fideliza.core.errors import FidelizaError, IdempotencyError, InvalidState, 
 from fideliza.db import bulk_insert
 from fideliza.ledger import service as ledger
 from fideliza.ledger.domain import AccountKind, AllocationKind, LotState, TxKind
-from fideliza.ledger.models import Allocation, Entry, LedgerTransaction, Lot
+from fideliza.ledger.models import (
+    ALLOCATION_BULK_COLUMNS,
+    TX_BULK_COLUMNS,
+    Allocation,
+    Entry,
+    LedgerTransaction,
+    Lot,
+)
 from fideliza.members.models import Member
 from fideliza.programs import service as programs
 from fideliza.programs.models import Program
@@ -410,10 +417,10 @@ def ingest_purchases(
             )
         )
     converted: dict[str, dict[Any, Any]] = {}  # occurred_at goes into three tables
-    bulk_insert(db, LedgerTransaction.__table__, _TX_COLUMNS, tx_rows, converted=converted)
+    bulk_insert(db, LedgerTransaction.__table__, TX_BULK_COLUMNS, tx_rows, converted=converted)
     bulk_insert(db, Entry.__table__, _ENTRY_COLUMNS, entry_rows)
     bulk_insert(db, Lot.__table__, _LOT_COLUMNS, lot_rows, converted=converted)
-    bulk_insert(db, Allocation.__table__, _ALLOCATION_COLUMNS, debt_rows)
+    bulk_insert(db, Allocation.__table__, ALLOCATION_BULK_COLUMNS, debt_rows)
     bulk_insert(
         db,
         Purchase.__table__,
@@ -486,17 +493,6 @@ def ingest_purchases(
 
 
 _ZERO = Decimal(0)
-_TX_COLUMNS = (
-    "id",
-    "program_id",
-    "member_id",
-    "kind",
-    "occurred_at",
-    "recorded_at",
-    "reason",
-    "source_type",
-    "source_ref",
-)
 _ENTRY_COLUMNS = (
     "transaction_id",
     "account_id",
@@ -518,7 +514,6 @@ _LOT_COLUMNS = (
     "available_at",
     "expires_at",
 )
-_ALLOCATION_COLUMNS = ("lot_id", "transaction_id", "amount", "kind")
 _PURCHASE_COLUMNS = (
     "id",
     "program_id",
